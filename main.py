@@ -1,0 +1,141 @@
+"""lmrunner: train a character-level Transformer, with every run in its own directory.
+
+    python main.py [--config FILE] [--max-steps N] [--data FILE] [--resume PATH] [key=value ...]
+
+This file only routes the command line and turns typed errors into one line and an exit
+code (DESIGN.md "Errors and exit codes"); the work happens in trainer/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import yaml
+
+EXAMPLES = """\
+examples:
+  python main.py                                          train on the built-in corpus with the defaults
+  python main.py --config configs/small-model.yaml --max-steps 50
+  python main.py --config configs/default.yaml --data my.txt learning_rate=1e-3
+  python main.py --resume outputs/2026-11-23/10-41-05     continue a run from its latest checkpoint
+  python main.py --config configs/large-model.yaml --print-config
+
+Every field of the config can be overridden as key=value after the flags (later wins:
+defaults < --config file < key=value < --max-steps/--data/--resume). Runs are written to
+outputs/<date>/<time>/. Exit codes: 0 ok, 1 runtime error, 2 usage or config error,
+3 data error, 4 non-finite loss, 130/143 interrupted (a checkpoint was saved).
+Set LMRUNNER_DEBUG=1 to see tracebacks.
+"""
+
+OUTPUTS_DIR = Path("outputs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py",
+        description="Train a character-level Transformer; each run gets its own outputs/<date>/<time>/ directory.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (see configs/); unset keys keep their defaults")
+    parser.add_argument("--max-steps", type=int, metavar="N",
+                        help="stop after step N (total, also when resuming); the LR schedule keeps the "
+                             "length the config plans, so a run can be done in parts and resumed exactly")
+    parser.add_argument("--data", metavar="FILE", help="UTF-8 text file to train on (default: the built-in corpus)")
+    parser.add_argument("--resume", metavar="PATH", help="a checkpoint directory, or a run directory (its latest complete checkpoint)")
+    parser.add_argument("--print-config", action="store_true", help="print the config this command would run with, then exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override any config field, e.g. n_layers=2")
+    return parser
+
+
+def config_layers(args: argparse.Namespace) -> list:
+    from trainer.config import ConfigLayer, compose_config
+    from trainer.config_file import overrides_layer, yaml_layer
+
+    layers = [yaml_layer(args.config)] if args.config else []
+    layers.append(overrides_layer(args.overrides))
+    flags = {}
+    if args.data is not None:
+        flags["data_path"] = args.data
+    if args.resume is not None:
+        flags["resume"] = args.resume
+    if args.max_steps is not None:
+        planned = compose_config(layers)
+        if planned.lr_decay_steps is None and planned.resume is None and args.resume is None:
+            # --max-steps says where to stop, not how long the schedule is: keep the planned length.
+            flags["lr_decay_steps"] = planned.max_steps
+        flags["max_steps"] = args.max_steps
+    layers.append(ConfigLayer("command-line flags", flags))
+    return layers
+
+
+def override_strings(args: argparse.Namespace) -> list[str]:
+    """The request as Hydra-style overrides, for .hydra/overrides.yaml."""
+    pairs = [("config_file", args.config), ("data_path", args.data), ("resume", args.resume), ("max_steps", args.max_steps)]
+    return [f"{key}={value}" for key, value in pairs if value is not None] + list(args.overrides)
+
+
+def run_plain(argv: list[str]) -> int:
+    from trainer.launch import plan_run, start_run
+    from trainer.rundir import create_run_dir
+
+    args = build_parser().parse_intermixed_args(argv)
+    layers = config_layers(args)
+    if args.print_config:
+        config, _ = plan_run(layers)
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
+    result = start_run(layers, lambda: create_run_dir(OUTPUTS_DIR), override_strings(args))
+    logging.getLogger("lmrunner").info(
+        "done: %d steps, final loss %s, run directory %s", result.steps,
+        f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a", result.run_dir,
+    )
+    return 0
+
+
+class _TqdmHandler(logging.Handler):
+    """Console log lines that do not tear through the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def setup_console_logging() -> None:
+    logger = logging.getLogger("lmrunner")
+    logger.setLevel(logging.INFO)
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    setup_console_logging()
+    debug = os.environ.get("LMRUNNER_DEBUG") == "1"
+    try:
+        return run_plain(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted before training started; nothing was saved", file=sys.stderr)
+        return 130
+    except Exception as err:  # formatted once, here: one line, its exit code
+        from trainer.errors import LmrunnerError
+
+        if debug:
+            traceback.print_exc()
+        if isinstance(err, LmrunnerError):
+            hint = f" ({err.hint})" if err.hint else ""
+            print(f"error: {err.message}{hint}", file=sys.stderr)
+            return err.exit_code
+        print(f"error: {type(err).__name__}: {err} (set LMRUNNER_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

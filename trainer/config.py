@@ -1,0 +1,213 @@
+"""TrainingConfig: the one schema that both front doors (--config and Hydra) validate against.
+
+Type checks come from OmegaConf's structured configs (``compose_config``); the rules that
+involve values or several fields live in ``TrainingConfig.validate``, which runs on every
+construction, so an invalid TrainingConfig cannot exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from trainer.errors import ConfigError, ConfigValueError
+
+LR_SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("fp32", "bf16")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+# Keys that may change when a run is resumed: they steer how far and how visibly the run
+# goes, not the numbers it computes. Everything else must match the checkpoint.
+RESUMABLE_KEYS = frozenset(
+    {
+        "max_steps",
+        "data_path",  # the text itself is checked by its sha256, not by its path
+        "eval_cadence",
+        "eval_batches",
+        "sampling_cadence",
+        "sampling_temperature",
+        "sampling_prompt",
+        "sampling_max_length",
+        "sampling_seed",
+        "checkpoint_cadence",
+        "keep_last_checkpoints",
+        "device",
+        "resume",
+    }
+)
+
+
+@dataclass
+class TrainingConfig:
+    # --- model architecture (ignored for imported models, which bring their own) ---
+    n_layers: int = 4
+    d_model: int = 256
+    n_heads: int = 4
+    d_ff: int = 1024
+    dropout: float = 0.1
+    max_seq_len: int = 256
+
+    # --- optimisation ---
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    batch_size: int = 16
+    max_steps: int = 10000
+    grad_accum_steps: int = 1
+    grad_clip: float | None = 1.0
+    lr_schedule: str = "cosine"
+    warmup_steps: int = 100
+    lr_decay_steps: int | None = None
+    min_lr_ratio: float = 0.1
+
+    # --- data ---
+    data_path: str | None = None
+    train_ratio: float = 0.95
+
+    # --- evaluation and sampling ---
+    eval_cadence: int | None = None
+    eval_batches: int = 20
+    sampling_cadence: int | None = None
+    sampling_temperature: float = 1.0
+    sampling_prompt: str = "The"
+    sampling_max_length: int = 100
+    sampling_seed: int = 42
+
+    # --- checkpoints ---
+    checkpoint_cadence: int | None = 1000
+    keep_last_checkpoints: int | None = 3
+
+    # --- runtime ---
+    seed: int | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    fast_matmul: bool = True
+
+    # --- model selection ---
+    model_name: str | None = None
+    tokenizer: str | None = None
+
+    # --- run control ---
+    resume: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigValueError naming the key (and the other key of a cross-field rule)."""
+        for key in ("n_layers", "d_model", "n_heads", "d_ff", "max_seq_len", "batch_size",
+                    "max_steps", "grad_accum_steps", "eval_batches", "sampling_max_length"):
+            _require(self, key, getattr(self, key) >= 1, "must be a positive integer")
+        for key in ("eval_cadence", "sampling_cadence", "checkpoint_cadence",
+                    "keep_last_checkpoints", "lr_decay_steps"):
+            value = getattr(self, key)
+            _require(self, key, value is None or value >= 1, "must be a positive integer or null")
+        _require(self, "warmup_steps", self.warmup_steps >= 0, "must be >= 0")
+        _require(self, "dropout", 0.0 <= self.dropout < 1.0, "must satisfy 0 <= dropout < 1")
+        _require(self, "train_ratio", 0.0 < self.train_ratio < 1.0, "must satisfy 0 < train_ratio < 1")
+        _require(self, "learning_rate", self.learning_rate > 0, "must be > 0")
+        _require(self, "weight_decay", self.weight_decay >= 0, "must be >= 0")
+        for key in ("beta1", "beta2"):
+            _require(self, key, 0.0 <= getattr(self, key) < 1.0, "must satisfy 0 <= beta < 1")
+        _require(self, "grad_clip", self.grad_clip is None or self.grad_clip > 0, "must be > 0 or null (no clipping)")
+        _require(self, "min_lr_ratio", 0.0 <= self.min_lr_ratio <= 1.0, "must satisfy 0 <= min_lr_ratio <= 1")
+        _require(self, "sampling_temperature", self.sampling_temperature >= 0, "must be >= 0 (0 means greedy)")
+        _require(self, "seed", self.seed is None or self.seed >= 0, "must be >= 0 or null (draw one)")
+        _require(self, "lr_schedule", self.lr_schedule in LR_SCHEDULES, f"must be one of {', '.join(LR_SCHEDULES)}")
+        _require(self, "precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}")
+        _require(self, "device", bool(_DEVICE_PATTERN.match(self.device)), "must be auto, cpu, mps, cuda or cuda:N")
+        if self.d_model % self.n_heads != 0:
+            raise ConfigValueError("d_model", self.d_model, "must be divisible by n_heads", "n_heads", self.n_heads)
+        if self.batch_size % self.grad_accum_steps != 0:
+            raise ConfigValueError(
+                "batch_size", self.batch_size, "must be divisible by grad_accum_steps",
+                "grad_accum_steps", self.grad_accum_steps,
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "dict") -> TrainingConfig:
+        """Build from a plain dict: missing keys take defaults, unknown keys are refused."""
+        return compose_config([ConfigLayer(source, values)])
+
+    def config_hash(self) -> str:
+        """Short sha256 of what determines the numbers a run computes.
+
+        ``resume`` only says where a run came from, so it is left out: a resumed run keeps
+        the hash of the run it continues.
+        """
+        values = {k: v for k, v in self.to_dict().items() if k != "resume"}
+        canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _require(cfg: TrainingConfig, key: str, ok: bool, rule: str) -> None:
+    if not ok:
+        raise ConfigValueError(key, getattr(cfg, key), rule)
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainingConfig))
+
+
+@dataclass
+class ConfigLayer:
+    """One source of values, in merge order: a file, the command line, a checkpoint.
+
+    ``lines`` maps keys to their line in a file, so errors can point at it.
+    """
+
+    source: str
+    values: dict[str, Any]
+    lines: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def where(self, key: str) -> str:
+        line = self.lines.get(key)
+        return f"{self.source}, line {line}" if line else self.source
+
+
+def compose_config(layers: list[ConfigLayer]) -> TrainingConfig:
+    """Merge layers onto the structured schema (later layers win) and build the dataclass.
+
+    Each key is assigned on its own so that a wrong type is reported with its key and the
+    file and line it came from.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from trainer.errors import did_you_mean
+
+    merged = OmegaConf.structured(TrainingConfig)
+    for layer in layers:
+        for key, value in layer.values.items():
+            if key not in FIELD_NAMES:
+                raise ConfigError(
+                    f"unknown key '{key}'{did_you_mean(str(key), FIELD_NAMES)}",
+                    key=str(key), source=layer.where(key),
+                    hint="see the hyperparameter reference in README.md for every valid key",
+                )
+            if isinstance(value, (dict, list)) or OmegaConf.is_config(value):
+                raise ConfigError(
+                    f"{key} must be a single value, not a {type(value).__name__}",
+                    key=key, source=layer.where(key),
+                )
+            try:
+                merged[key] = value
+            except OmegaConfBaseException as err:
+                expected = _type_name(TrainingConfig.__dataclass_fields__[key].type)
+                raise ConfigError(
+                    f"{key}={value!r} has the wrong type: expected {expected}",
+                    key=key, source=layer.where(key),
+                ) from err
+    return OmegaConf.to_object(merged)
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "")
+    return text.replace(" | None", " or null")

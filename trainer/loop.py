@@ -1,0 +1,274 @@
+"""The Trainer: one optimizer step at a time, evaluation, sampling, checkpoints and hooks.
+
+Everything that decides the numbers of a run (weights, optimizer moments, the step, the
+data position and every RNG) is in the checkpoint, so ``Trainer.from_checkpoint`` followed
+by ``fit`` continues bit for bit (on CPU) as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch.utils.data import DataLoader
+
+from trainer import checkpoint as ckpt
+from trainer.config import TrainingConfig
+from trainer.data import ResumableBatchSampler, WindowDataset, train_loader
+from trainer.errors import NonFiniteLossError, TrainingInterrupted
+from trainer.hooks import Hook
+from trainer.model import Transformer
+from trainer.optim import lr_at, set_lr
+from trainer.tokenizer import CharTokenizer
+
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+OPTIMIZER_FILE = "optimizer.pt"
+RNG_FILE = "rng_state.pt"
+
+
+@dataclass
+class RunInfo:
+    """Where a run lives and what it is: written into every checkpoint."""
+
+    run_dir: Path
+    run_id: str
+    data_source: str
+    data_sha256: str
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: Transformer,
+        optimizer: torch.optim.Optimizer,
+        config: TrainingConfig,
+        val_dataloader: DataLoader,
+        tokenizer: CharTokenizer,
+        *,
+        train_dataset: WindowDataset,
+        run: RunInfo,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None = None,
+        hooks: Iterable[Hook] = (),
+        step: int = 0,
+    ):
+        if config.seed is None:
+            raise ValueError("Trainer needs a resolved seed (run_training draws one)")
+        self.model = model
+        self.optimizer = optimizer
+        self.config = config
+        self.val_dataloader = val_dataloader
+        self.tokenizer = tokenizer
+        self.train_dataset = train_dataset
+        self.run = run
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        self.hooks = list(hooks)
+        self.step = step
+        self.last_checkpoint_step: int | None = None
+        self.last_checkpoint: Path | None = None
+        self.last_loss: float | None = None
+        self.last_val_loss: float | None = None
+        self._stop_signal: str | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, **kwargs: Any) -> Trainer:
+        """Rebuild a Trainer from a checkpoint directory; see ``trainer.build.restore_trainer``."""
+        from trainer.build import restore_trainer
+
+        return restore_trainer(path, **kwargs)
+
+    # --- one step -------------------------------------------------------------------
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+        """One optimizer step on one global batch; returns its mean loss.
+
+        With grad_accum_steps > 1 the batch is split into that many micro-batches whose
+        gradients add up, so batch_size always means the batch one step learns from.
+        """
+        inputs, targets = (t.to(self.device, non_blocking=True) for t in batch)
+        set_lr(self.optimizer, lr_at(self.step, self.config))
+        self.model.train()
+        micro_batches = self.config.grad_accum_steps
+        total = torch.zeros((), device=self.device)
+        for x, y in zip(inputs.chunk(micro_batches), targets.chunk(micro_batches), strict=True):
+            with self._autocast():
+                _, loss = self.model(x, y)
+            (loss / micro_batches).backward()
+            total += loss.detach() / micro_batches
+        mean_loss = total.item()
+        if not math.isfinite(mean_loss):
+            # Leave the weights as they were before this step: nothing non-finite is saved.
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(self.step + 1, mean_loss)
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.last_loss = mean_loss
+        return mean_loss
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean loss over the fixed validation batches (dropout off, no RNG drawn)."""
+        self.model.eval()
+        losses = []
+        for inputs, targets in self.val_dataloader:
+            with self._autocast():
+                _, loss = self.model(inputs.to(self.device), targets.to(self.device))
+            losses.append(loss.float().item())
+        self.model.train()
+        self.last_val_loss = sum(losses) / len(losses)
+        return self.last_val_loss
+
+    def sample(
+        self,
+        prompt: str | None = None,
+        max_length: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+    ) -> str:
+        """Prompt plus ``max_length`` generated characters, reproducible for a given seed.
+
+        Sampling draws from its own generator, so it never changes what training does next.
+        """
+        cfg = self.config
+        prompt = cfg.sampling_prompt if prompt is None else prompt
+        generator = torch.Generator().manual_seed(cfg.sampling_seed if seed is None else seed)
+        prompt_ids = self.tokenizer.encode(prompt).to(self.device)
+        if len(prompt_ids) == 0:  # an empty prompt starts from the first vocabulary entry
+            prompt_ids = torch.zeros(1, dtype=torch.int64, device=self.device)
+        self.model.eval()
+        with self._autocast():
+            ids = self.model.generate(
+                prompt_ids,
+                max_new_tokens=cfg.sampling_max_length if max_length is None else max_length,
+                temperature=cfg.sampling_temperature if temperature is None else temperature,
+                generator=generator,
+            )
+        self.model.train()
+        return self.tokenizer.decode(ids.cpu())
+
+    # --- the loop -------------------------------------------------------------------
+
+    def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The training batches from this trainer's step on: one global batch per step."""
+        sampler = ResumableBatchSampler(len(self.train_dataset), self.config.batch_size, self.config.seed,
+                                        start_batch=self.step)
+        return iter(train_loader(self.train_dataset, sampler))
+
+    def fit(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        """Train until ``max_steps``; ``batches`` (default: ``train_batches()``) must start at this step."""
+        batches = self.train_batches() if batches is None else batches
+        with self._stop_on_signals():
+            tokens_per_step = self.config.batch_size * self.config.max_seq_len
+            while self.step < self.config.max_steps:
+                started = time.perf_counter()
+                loss = self.training_step(next(batches))
+                elapsed = time.perf_counter() - started
+                self.report("step", loss=loss, lr=self.optimizer.param_groups[0]["lr"],
+                            tokens_per_s=round(tokens_per_step / elapsed, 1))
+                for hook in self.hooks:
+                    hook.on_step_end(self)
+                if self._stop_signal:
+                    self._save_and_stop()
+            for hook in self.hooks:
+                hook.on_run_end(self)
+
+    def report(self, event: str, **fields: Any) -> None:
+        record = {"event": event, "step": self.step, **fields}
+        for hook in self.hooks:
+            hook.on_event(self, record)
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """SIGINT/SIGTERM finish the current step, save a checkpoint and stop.
+
+        A second signal while saving falls through to the default handler. Off the main
+        thread (where handlers cannot be installed) signals keep their default behaviour.
+        """
+        def request_stop(signum, frame):
+            self._stop_signal = signal.Signals(signum).name
+            signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
+
+        try:
+            previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:
+            previous = {}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _save_and_stop(self) -> None:
+        path = self.save_checkpoint() if self.last_checkpoint_step != self.step else self.last_checkpoint
+        raise TrainingInterrupted(self._stop_signal, self.step, str(path))
+
+    # --- checkpoints ----------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        writers = [
+            lambda d: save_model(self.model, str(d / WEIGHTS_FILE)),
+            lambda d: self.tokenizer.save(d / TOKENIZER_FILE),
+            lambda d: ckpt.save_tensors(self.optimizer.state_dict(), d / OPTIMIZER_FILE),
+            lambda d: ckpt.save_tensors(_rng_state(), d / RNG_FILE),
+        ]
+        path = ckpt.write_checkpoint(self.run.run_dir / "checkpoints", self.step, writers, self.trainer_state())
+        self.last_checkpoint_step, self.last_checkpoint = self.step, path
+        self.report("checkpoint", path=str(path))
+        deleted = ckpt.prune_checkpoints(self.run.run_dir / "checkpoints", self.config.keep_last_checkpoints)
+        if deleted:
+            self.report("checkpoint_pruned", paths=[str(p) for p in deleted])
+        return path
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run.run_id,
+            "config": self.config.to_dict(),
+            "config_hash": self.config.config_hash(),
+            "seed": self.config.seed,
+            # The data order is a function of (seed, batch number): this is the cursor.
+            "sampler": {"seed": self.config.seed, "next_batch": self.step},
+            "tokenizer": self.tokenizer.identifier,
+            "data_source": self.run.data_source,
+            "data_sha256": self.run.data_sha256,
+            "lineage": self.run.lineage,
+            "last_loss": self.last_loss,
+            "last_val_loss": self.last_val_loss,
+        }
+
+    def load_state_files(self, path: Path) -> None:
+        """Load weights, optimizer and RNG state from a verified checkpoint directory."""
+        load_model(self.model, str(path / WEIGHTS_FILE), device=str(self.device))
+        self.optimizer.load_state_dict(ckpt.load_tensors(path / OPTIMIZER_FILE))
+        _restore_rng_state(ckpt.load_tensors(path / RNG_FILE))
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch_cpu"])
+    if "torch_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["torch_cuda"])

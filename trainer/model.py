@@ -1,0 +1,153 @@
+"""The custom character-level Transformer: a GPT-style decoder, readable top to bottom.
+
+Pre-norm blocks (LayerNorm before attention and before the MLP), learned positional
+embeddings, causal attention through ``F.scaled_dot_product_attention`` (which picks the
+fastest kernel the device has), and an output head tied to the token embedding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class TransformerShape:
+    """Everything that fixes the model's parameters, and nothing else."""
+
+    vocab_size: int
+    n_layers: int
+    d_model: int
+    n_heads: int
+    d_ff: int
+    max_seq_len: int
+    dropout: float
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, shape: TransformerShape):
+        super().__init__()
+        self.n_heads = shape.n_heads
+        self.dropout = shape.dropout
+        # One projection for queries, keys and values: one matmul instead of three.
+        self.qkv = nn.Linear(shape.d_model, 3 * shape.d_model)
+        self.proj = nn.Linear(shape.d_model, shape.d_model)
+        self.proj_dropout = nn.Dropout(shape.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq, d_model = x.shape
+        q, k, v = self.qkv(x).split(d_model, dim=2)
+        # (batch, seq, d_model) -> (batch, heads, seq, head_dim)
+        q, k, v = (t.view(batch, seq, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
+        y = y.transpose(1, 2).reshape(batch, seq, d_model)
+        return self.proj_dropout(self.proj(y))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, shape: TransformerShape):
+        super().__init__()
+        self.up = nn.Linear(shape.d_model, shape.d_ff)
+        self.down = nn.Linear(shape.d_ff, shape.d_model)
+        self.dropout = nn.Dropout(shape.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.down(F.gelu(self.up(x))))
+
+
+class Block(nn.Module):
+    """x + attention(norm(x)), then x + mlp(norm(x)): pre-norm keeps deep stacks stable."""
+
+    def __init__(self, shape: TransformerShape):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(shape.d_model)
+        self.attn = CausalSelfAttention(shape)
+        self.mlp_norm = nn.LayerNorm(shape.d_model)
+        self.mlp = FeedForward(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, shape: TransformerShape):
+        super().__init__()
+        self.shape = shape
+        self.token_embedding = nn.Embedding(shape.vocab_size, shape.d_model)
+        self.position_embedding = nn.Embedding(shape.max_seq_len, shape.d_model)
+        self.embedding_dropout = nn.Dropout(shape.dropout)
+        self.blocks = nn.ModuleList(Block(shape) for _ in range(shape.n_layers))
+        self.final_norm = nn.LayerNorm(shape.d_model)
+        self.lm_head = nn.Linear(shape.d_model, shape.vocab_size, bias=False)
+        # Weight tying: the output head reuses the input embedding (fewer parameters, and
+        # it usually trains better at this size).
+        self.lm_head.weight = self.token_embedding.weight
+        self.apply(self._init_weights)
+        # GPT-2's scaled init: each residual branch adds to the stream, so its output
+        # projection starts smaller the more layers there are.
+        residual_std = 0.02 / math.sqrt(2 * shape.n_layers)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(block.mlp.down.weight, mean=0.0, std=residual_std)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_parameters(self) -> int:
+        # parameters() yields the tied embedding once, so this counts it once.
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self, tokens: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return (logits, loss). ``targets`` are already shifted by one position."""
+        seq = tokens.shape[1]
+        if seq > self.shape.max_seq_len:
+            raise ValueError(f"sequence of {seq} tokens exceeds max_seq_len {self.shape.max_seq_len}")
+        positions = torch.arange(seq, device=tokens.device)
+        x = self.embedding_dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.final_norm(x))
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """Sample ``max_new_tokens`` after ``prompt`` (1-D token ids); returns all ids.
+
+        ``generator`` is the caller's own RNG, so sampling never disturbs the training RNG.
+        Temperature 0 means greedy decoding.
+        """
+        tokens = prompt.unsqueeze(0)
+        for _ in range(max_new_tokens):
+            context = tokens[:, -self.shape.max_seq_len :]
+            logits, _ = self(context)
+            last = logits[:, -1, :].float()
+            if temperature == 0:
+                next_token = last.argmax(dim=-1, keepdim=True)
+            else:
+                probs = F.softmax(last / temperature, dim=-1)
+                # Sample on the CPU with the CPU generator: the same ids on every device.
+                next_token = torch.multinomial(probs.cpu(), 1, generator=generator).to(tokens.device)
+            tokens = torch.cat([tokens, next_token], dim=1)
+        return tokens[0]

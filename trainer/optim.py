@@ -1,0 +1,61 @@
+"""AdamW with the usual decay groups, and the learning-rate schedule.
+
+The schedule is a pure function of the step, so resuming needs no scheduler state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from trainer.config import TrainingConfig
+
+# Weight decay pulls weights towards zero; that regularises matrices, but on biases, norm
+# gains and embeddings it only hurts, so those go into a group without decay.
+_NO_DECAY_MODULES = (nn.LayerNorm, nn.Embedding, nn.RMSNorm)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    no_decay_ids = set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if isinstance(module, _NO_DECAY_MODULES) or name == "bias" or param.ndim < 2:
+                no_decay_ids.add(id(param))
+    params = [p for p in model.parameters() if p.requires_grad]  # tied weights appear once
+    return [
+        {"params": [p for p in params if id(p) not in no_decay_ids], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) in no_decay_ids], "weight_decay": 0.0},
+    ]
+
+
+def create_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        parameter_groups(model, config.weight_decay),
+        lr=config.learning_rate,
+        betas=(config.beta1, config.beta2),
+    )
+
+
+def lr_at(step: int, config: TrainingConfig) -> float:
+    """Learning rate for optimizer step ``step`` (0-based).
+
+    Linear warmup over ``warmup_steps``, then constant or cosine decay to
+    ``min_lr_ratio * learning_rate`` at ``lr_decay_steps`` (default: max_steps), flat after.
+    """
+    peak = config.learning_rate
+    if step < config.warmup_steps:
+        return peak * (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return peak
+    floor = peak * config.min_lr_ratio
+    decay_steps = config.lr_decay_steps or config.max_steps
+    span = max(1, decay_steps - config.warmup_steps)
+    progress = min(1.0, (step - config.warmup_steps) / span)
+    return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,61 @@
+"""Planning a resume: which checkpoint, which config, which run directory.
+
+The checkpoint's config is the base. What the user passes may change only the keys in
+RESUMABLE_KEYS (how far the run goes and what it reports); any other key that differs from
+the checkpoint is refused, because it would silently change the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer import checkpoint as ckpt
+from trainer.config import RESUMABLE_KEYS, ConfigLayer, TrainingConfig, compose_config
+from trainer.errors import ConfigError
+from trainer.rundir import run_dir_of
+
+# A null here means "resolve at start"; on resume the checkpoint's resolved value stands.
+_RESOLVED_AT_START = frozenset({"seed", "lr_decay_steps"})
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    checkpoint: Path
+    state: dict[str, Any]
+    config: TrainingConfig
+    continue_in: Path | None  # the run directory to continue, or None for a new one
+
+
+def plan_resume(resume: str, user_layers: list[ConfigLayer]) -> ResumePlan:
+    checkpoint = ckpt.resolve_resume_path(Path(resume))
+    state = ckpt.verify_checkpoint(checkpoint, hash_files=False)  # hashes are checked at load
+    saved = state["config"]
+    layers = [ConfigLayer(f"checkpoint {checkpoint}", saved)]
+    for layer in user_layers:
+        kept = {}
+        for key, value in layer.values.items():
+            if key in _RESOLVED_AT_START and value is None:
+                continue
+            if key in saved and key not in RESUMABLE_KEYS and value != saved[key]:
+                raise ConfigError(
+                    f"cannot change {key} when resuming: the checkpoint has {saved[key]!r}, this run asks for {value!r}",
+                    key=key, source=layer.where(key),
+                    hint="drop the change to continue the run, or start a new run without --resume",
+                )
+            kept[key] = value
+        layers.append(ConfigLayer(layer.source, kept, layer.lines))
+    config = compose_config(layers)
+    return ResumePlan(checkpoint, state, config, _continuable_run_dir(checkpoint))
+
+
+def _continuable_run_dir(checkpoint: Path) -> Path | None:
+    """Continue in the checkpoint's own run directory when it is that run's latest
+    checkpoint; resuming from an older one starts a branch in a new directory, so the
+    original run's later checkpoints and events stay as they were."""
+    run_dir = run_dir_of(checkpoint)
+    if run_dir is None:
+        return None
+    latest = ckpt.latest_valid_checkpoint(checkpoint.parent)
+    return run_dir if latest is not None and latest.resolve() == checkpoint.resolve() else None

@@ -1,0 +1,52 @@
+"""Run directories: ``outputs/<date>/<time>[-<n>]/``, one per run, never shared.
+
+The layout is the same from both front doors: ``.hydra/`` (the composed config and the
+overrides), ``config.yaml`` (the resolved TrainingConfig: seed drawn, schedule fixed),
+``events.jsonl``, ``train.log`` and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def create_run_dir(base: Path, now: datetime | None = None) -> Path:
+    """Make and return a new run directory. mkdir either creates it or fails, so two runs
+    started in the same second (even in two processes) get two directories."""
+    now = now or datetime.now()
+    day = base / now.strftime("%Y-%m-%d")
+    day.mkdir(parents=True, exist_ok=True)
+    stamp = now.strftime("%H-%M-%S")
+    for n in itertools.count():
+        candidate = day / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise AssertionError("unreachable")
+
+
+def write_composed_config(run_dir: Path, composed: dict[str, Any], overrides: list[str]) -> None:
+    """What the user asked for, before anything was resolved (Hydra's .hydra/ layout)."""
+    hydra_dir = run_dir / ".hydra"
+    hydra_dir.mkdir(exist_ok=True)
+    (hydra_dir / "config.yaml").write_text(yaml.safe_dump(composed, sort_keys=False), encoding="utf-8")
+    (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(overrides), encoding="utf-8")
+
+
+def write_resolved_config(run_dir: Path, resolved: dict[str, Any]) -> None:
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+
+
+def run_dir_of(checkpoint: Path) -> Path | None:
+    """The run directory a checkpoint lives in, if it lives in one."""
+    run_dir = checkpoint.parent.parent
+    if checkpoint.parent.name == "checkpoints" and (run_dir / "events.jsonl").is_file():
+        return run_dir
+    return None
