@@ -42,13 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", metavar="FILE", help="YAML config file (see configs/); unset keys keep their defaults")
-    parser.add_argument("--max-steps", type=int, metavar="N",
-                        help="stop after step N (total, also when resuming); the LR schedule keeps the "
-                             "length the config plans, so a run can be done in parts and resumed exactly")
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML config file (see configs/); unset keys keep their defaults"
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        metavar="N",
+        help="stop after step N (total, also when resuming); the LR schedule keeps the "
+        "length the config plans, so a run can be done in parts and resumed exactly",
+    )
     parser.add_argument("--data", metavar="FILE", help="UTF-8 text file to train on (default: the built-in corpus)")
-    parser.add_argument("--resume", metavar="PATH", help="a checkpoint directory, or a run directory (its latest complete checkpoint)")
-    parser.add_argument("--print-config", action="store_true", help="print the config this command would run with, then exit")
+    parser.add_argument(
+        "--resume", metavar="PATH", help="a checkpoint directory, or a run directory (its latest complete checkpoint)"
+    )
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the config this command would run with, then exit"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override any config field, e.g. n_layers=2")
     return parser
 
@@ -76,7 +86,12 @@ def config_layers(args: argparse.Namespace) -> list:
 
 def override_strings(args: argparse.Namespace) -> list[str]:
     """The request as Hydra-style overrides, for .hydra/overrides.yaml."""
-    pairs = [("config_file", args.config), ("data_path", args.data), ("resume", args.resume), ("max_steps", args.max_steps)]
+    pairs = [
+        ("config_file", args.config),
+        ("data_path", args.data),
+        ("resume", args.resume),
+        ("max_steps", args.max_steps),
+    ]
     return [f"{key}={value}" for key, value in pairs if value is not None] + list(args.overrides)
 
 
@@ -92,8 +107,10 @@ def run_plain(argv: list[str]) -> int:
         return 0
     result = start_run(layers, lambda: create_run_dir(OUTPUTS_DIR), override_strings(args))
     logging.getLogger("lmrunner").info(
-        "done: %d steps, final loss %s, run directory %s", result.steps,
-        f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a", result.run_dir,
+        "done: %d steps, final loss %s, run directory %s",
+        result.steps,
+        f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a",
+        result.run_dir,
     )
     return 0
 

@@ -51,7 +51,9 @@ def write_checkpoint(checkpoints_dir: Path, step: int, writers: list[FileWriter]
     manifest = {
         "format_version": FORMAT_VERSION,
         "step": step,
-        "files": {name: {"sha256": _sha256(partial / name), "bytes": (partial / name).stat().st_size} for name in files},
+        "files": {
+            name: {"sha256": _sha256(partial / name), "bytes": (partial / name).stat().st_size} for name in files
+        },
     }
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     for name in [*files, MANIFEST]:
@@ -73,12 +75,15 @@ def verify_checkpoint(path: Path, hash_files: bool = True) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError("checkpoint not found", str(path), hint="give a checkpoint directory or a run directory")
     if not path.is_dir():
-        raise CheckpointError("is not a checkpoint directory", str(path), hint="give the step-* directory, not a file in it")
+        raise CheckpointError(
+            "is not a checkpoint directory", str(path), hint="give the step-* directory, not a file in it"
+        )
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise CheckpointError(
             "incomplete checkpoint: no manifest.json (it was not finished writing)",
-            str(path), hint="resume from an earlier checkpoint or from the run directory",
+            str(path),
+            hint="resume from an earlier checkpoint or from the run directory",
         )
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -89,7 +94,8 @@ def verify_checkpoint(path: Path, hash_files: bool = True) -> dict[str, Any]:
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint format {version} is newer than this lmrunner understands ({FORMAT_VERSION})",
-            str(path), hint="upgrade lmrunner",
+            str(path),
+            hint="upgrade lmrunner",
         )
     for name, expected in listed.items():
         file = path / name

@@ -100,11 +100,26 @@ class TrainingConfig:
 
     def validate(self) -> None:
         """Raise ConfigValueError naming the key (and the other key of a cross-field rule)."""
-        for key in ("n_layers", "d_model", "n_heads", "d_ff", "max_seq_len", "batch_size",
-                    "max_steps", "grad_accum_steps", "eval_batches", "sampling_max_length"):
+        for key in (
+            "n_layers",
+            "d_model",
+            "n_heads",
+            "d_ff",
+            "max_seq_len",
+            "batch_size",
+            "max_steps",
+            "grad_accum_steps",
+            "eval_batches",
+            "sampling_max_length",
+        ):
             _require(self, key, getattr(self, key) >= 1, "must be a positive integer")
-        for key in ("eval_cadence", "sampling_cadence", "checkpoint_cadence",
-                    "keep_last_checkpoints", "lr_decay_steps"):
+        for key in (
+            "eval_cadence",
+            "sampling_cadence",
+            "checkpoint_cadence",
+            "keep_last_checkpoints",
+            "lr_decay_steps",
+        ):
             value = getattr(self, key)
             _require(self, key, value is None or value >= 1, "must be a positive integer or null")
         _require(self, "warmup_steps", self.warmup_steps >= 0, "must be >= 0")
@@ -125,8 +140,11 @@ class TrainingConfig:
             raise ConfigValueError("d_model", self.d_model, "must be divisible by n_heads", "n_heads", self.n_heads)
         if self.batch_size % self.grad_accum_steps != 0:
             raise ConfigValueError(
-                "batch_size", self.batch_size, "must be divisible by grad_accum_steps",
-                "grad_accum_steps", self.grad_accum_steps,
+                "batch_size",
+                self.batch_size,
+                "must be divisible by grad_accum_steps",
+                "grad_accum_steps",
+                self.grad_accum_steps,
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,13 +207,15 @@ def compose_config(layers: list[ConfigLayer]) -> TrainingConfig:
             if key not in FIELD_NAMES:
                 raise ConfigError(
                     f"unknown key '{key}'{did_you_mean(str(key), FIELD_NAMES)}",
-                    key=str(key), source=layer.where(key),
+                    key=str(key),
+                    source=layer.where(key),
                     hint="see the hyperparameter reference in README.md for every valid key",
                 )
             if isinstance(value, (dict, list)) or OmegaConf.is_config(value):
                 raise ConfigError(
                     f"{key} must be a single value, not a {type(value).__name__}",
-                    key=key, source=layer.where(key),
+                    key=key,
+                    source=layer.where(key),
                 )
             try:
                 merged[key] = value
@@ -203,7 +223,8 @@ def compose_config(layers: list[ConfigLayer]) -> TrainingConfig:
                 expected = _type_name(TrainingConfig.__dataclass_fields__[key].type)
                 raise ConfigError(
                     f"{key}={value!r} has the wrong type: expected {expected}",
-                    key=key, source=layer.where(key),
+                    key=key,
+                    source=layer.where(key),
                 ) from err
     return OmegaConf.to_object(merged)
 

@@ -20,7 +20,9 @@ def yaml_layer(path: str) -> ConfigLayer:
     file = Path(path)
     if not file.is_file():
         reason = "is a directory" if file.is_dir() else "not found"
-        raise ConfigError(f"config file {reason}", source=path, hint="check the path given to --config (examples are in configs/)")
+        raise ConfigError(
+            f"config file {reason}", source=path, hint="check the path given to --config (examples are in configs/)"
+        )
     text = file.read_text(encoding="utf-8")
     try:
         loaded = OmegaConf.create(text) if text.strip() else OmegaConf.create({})
@@ -29,8 +31,9 @@ def yaml_layer(path: str) -> ConfigLayer:
         mark = getattr(err, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(f"invalid YAML: {problem}", source=f"{path}{where}",
-                          hint="fix the syntax; every line must be 'key: value'") from err
+        raise ConfigError(
+            f"invalid YAML: {problem}", source=f"{path}{where}", hint="fix the syntax; every line must be 'key: value'"
+        ) from err
     except Exception as err:  # OmegaConf's own complaints, e.g. duplicate keys
         raise ConfigError(f"invalid config: {str(err).splitlines()[0]}", source=path) from err
     if not OmegaConf.is_dict(loaded):

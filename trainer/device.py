@@ -35,9 +35,13 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but CUDA is not available here", key="device", hint="use device=auto or device=cpu")
+        raise ConfigError(
+            f"device={name!r} but CUDA is not available here", key="device", hint="use device=auto or device=cpu"
+        )
     if name == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device='mps' but MPS is not available here", key="device", hint="use device=auto or device=cpu")
+        raise ConfigError(
+            "device='mps' but MPS is not available here", key="device", hint="use device=auto or device=cpu"
+        )
     return torch.device(name)
 
 
@@ -51,9 +55,12 @@ def configure_precision(precision: str, fast_matmul: bool, device: torch.device)
     error = _fast_matmul_error(device)
     if error <= _FP32_ACCURATE_REL_ERROR:
         torch.set_float32_matmul_precision("medium")
-        return Precision(None, "fp32 (fast kernels, probe-verified)", f"fast kernels stay fp32-accurate (rel. error {error:.1e})")
+        return Precision(
+            None, "fp32 (fast kernels, probe-verified)", f"fast kernels stay fp32-accurate (rel. error {error:.1e})"
+        )
     return Precision(
-        None, "fp32 (default kernels)",
+        None,
+        "fp32 (default kernels)",
         f"fast kernels would reduce precision on this hardware (rel. error {error:.1e}); kept exact fp32",
     )
 

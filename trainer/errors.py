@@ -97,8 +97,7 @@ class NonFiniteLossError(LmrunnerError):
     def __init__(self, step: int, loss: float):
         super().__init__(
             f"loss became {loss} at step {step}; stopped without saving that step",
-            hint="lower learning_rate, raise warmup_steps or keep grad_clip on, "
-            "then resume from the last checkpoint",
+            hint="lower learning_rate, raise warmup_steps or keep grad_clip on, then resume from the last checkpoint",
         )
         self.step = step
         self.loss = loss

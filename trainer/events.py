@@ -60,9 +60,7 @@ def git_commit() -> str | None:
 
 
 def _git(*args: str) -> str:
-    result = subprocess.run(
-        ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True
-    )
+    result = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True)
     return result.stdout.strip()
 
 

@@ -69,8 +69,13 @@ class ConsoleHook(Hook):
         self.interactive = sys.stderr.isatty()
         self.line_every = max(1, min(100, (max_steps - start_step) // 10))
         self.bar = tqdm(
-            total=max_steps, initial=start_step, desc="train", unit="step",
-            dynamic_ncols=True, disable=not self.interactive, file=sys.stderr,
+            total=max_steps,
+            initial=start_step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.interactive,
+            file=sys.stderr,
         )
 
     def on_event(self, trainer: Trainer, record: dict[str, Any]) -> None:
@@ -79,8 +84,14 @@ class ConsoleHook(Hook):
             self.bar.update(step - self.bar.n)
             self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
             if not self.interactive and (step % self.line_every == 0 or step == trainer.config.max_steps):
-                log.info("step %d/%d  loss %.4f  lr %.2e  %s tok/s", step, trainer.config.max_steps,
-                         record["loss"], record["lr"], f"{record['tokens_per_s']:,.0f}")
+                log.info(
+                    "step %d/%d  loss %.4f  lr %.2e  %s tok/s",
+                    step,
+                    trainer.config.max_steps,
+                    record["loss"],
+                    record["lr"],
+                    f"{record['tokens_per_s']:,.0f}",
+                )
         elif event == "eval":
             self._line(f"step {step}: val_loss {record['val_loss']:.4f}")
         elif event == "sample":
@@ -143,8 +154,13 @@ class SamplingHook(Hook):
         cfg = trainer.config
         text = trainer.sample()
         self.last_step = trainer.step
-        trainer.report("sample", text=text, prompt=cfg.sampling_prompt, temperature=cfg.sampling_temperature,
-                       sampling_seed=cfg.sampling_seed)
+        trainer.report(
+            "sample",
+            text=text,
+            prompt=cfg.sampling_prompt,
+            temperature=cfg.sampling_temperature,
+            sampling_seed=cfg.sampling_seed,
+        )
 
 
 class CheckpointHook(Hook):

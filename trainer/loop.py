@@ -164,8 +164,9 @@ class Trainer:
 
     def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The training batches from this trainer's step on: one global batch per step."""
-        sampler = ResumableBatchSampler(len(self.train_dataset), self.config.batch_size, self.config.seed,
-                                        start_batch=self.step)
+        sampler = ResumableBatchSampler(
+            len(self.train_dataset), self.config.batch_size, self.config.seed, start_batch=self.step
+        )
         return iter(train_loader(self.train_dataset, sampler))
 
     def fit(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
@@ -177,8 +178,12 @@ class Trainer:
                 started = time.perf_counter()
                 loss = self.training_step(next(batches))
                 elapsed = time.perf_counter() - started
-                self.report("step", loss=loss, lr=self.optimizer.param_groups[0]["lr"],
-                            tokens_per_s=round(tokens_per_step / elapsed, 1))
+                self.report(
+                    "step",
+                    loss=loss,
+                    lr=self.optimizer.param_groups[0]["lr"],
+                    tokens_per_s=round(tokens_per_step / elapsed, 1),
+                )
                 for hook in self.hooks:
                     hook.on_step_end(self)
                 if self._stop_signal:
@@ -198,6 +203,7 @@ class Trainer:
         A second signal while saving falls through to the default handler. Off the main
         thread (where handlers cannot be installed) signals keep their default behaviour.
         """
+
         def request_stop(signum, frame):
             self._stop_signal = signal.Signals(signum).name
             signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)

@@ -43,9 +43,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(d_model, dim=2)
         # (batch, seq, d_model) -> (batch, heads, seq, head_dim)
         q, k, v = (t.view(batch, seq, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
-        )
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(batch, seq, d_model)
         return self.proj_dropout(self.proj(y))
 

@@ -41,7 +41,8 @@ def plan_resume(resume: str, user_layers: list[ConfigLayer]) -> ResumePlan:
             if key in saved and key not in RESUMABLE_KEYS and value != saved[key]:
                 raise ConfigError(
                     f"cannot change {key} when resuming: the checkpoint has {saved[key]!r}, this run asks for {value!r}",
-                    key=key, source=layer.where(key),
+                    key=key,
+                    source=layer.where(key),
                     hint="drop the change to continue the run, or start a new run without --resume",
                 )
             kept[key] = value

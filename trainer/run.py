@@ -81,15 +81,21 @@ def run_training(
     trainer: Trainer | None = None
     status = "failed"
     try:
-        common = dict(config=config, corpus=corpus, run=run, device=device,
-                      autocast_dtype=precision.autocast_dtype, hooks=hooks)
+        common = dict(
+            config=config, corpus=corpus, run=run, device=device, autocast_dtype=precision.autocast_dtype, hooks=hooks
+        )
         trainer = restore_trainer(resume.checkpoint, **common) if resume else new_trainer(**common)
         metadata = _run_metadata(trainer, config, seed_source, precision.matmul, precision.note, hooks, corpus)
         if not continuing:
             trainer.report("run_start", **metadata, resumed_from=str(resume.checkpoint) if resume else None)
         if resume:
-            trainer.report("resume", **metadata, **{"from": str(resume.checkpoint)}, from_step=resume.state["step"],
-                           mode="continuing this run" if continuing else "new branch in a new run directory")
+            trainer.report(
+                "resume",
+                **metadata,
+                **{"from": str(resume.checkpoint)},
+                from_step=resume.state["step"],
+                mode="continuing this run" if continuing else "new branch in a new run directory",
+            )
         _log_start(run, metadata, resume, continuing)
         trainer.fit()
         status = "completed"
@@ -106,7 +112,9 @@ def run_training(
         raise
     finally:
         result = RunResult(
-            run_dir=run_dir, run_id=run_id, status=status,
+            run_dir=run_dir,
+            run_id=run_id,
+            status=status,
             steps=trainer.step if trainer else start_step,
             final_loss=trainer.last_loss if trainer else None,
             final_val_loss=trainer.last_val_loss if trainer else None,
@@ -114,9 +122,14 @@ def run_training(
             wall_time_s=round(time.monotonic() - started, 3),
         )
         if trainer:
-            trainer.report("run_end", status=status, final_loss=result.final_loss,
-                           final_val_loss=result.final_val_loss, checkpoint=_str(result.checkpoint),
-                           wall_time_s=result.wall_time_s)
+            trainer.report(
+                "run_end",
+                status=status,
+                final_loss=result.final_loss,
+                final_val_loss=result.final_val_loss,
+                checkpoint=_str(result.checkpoint),
+                wall_time_s=result.wall_time_s,
+            )
         for hook in hooks:
             hook.close()
         events.close()
@@ -126,7 +139,12 @@ def run_training(
 
 
 def _lineage() -> dict[str, Any]:
-    return {"architecture_type": ARCHITECTURE_TYPE, "fine_tuned_from": None, "chain": [], "origin": "trained from scratch"}
+    return {
+        "architecture_type": ARCHITECTURE_TYPE,
+        "fine_tuned_from": None,
+        "chain": [],
+        "origin": "trained from scratch",
+    }
 
 
 def _run_metadata(trainer, config, seed_source, matmul, precision_note, hooks, corpus) -> dict[str, Any]:
@@ -165,11 +183,20 @@ def _log_start(run: RunInfo, meta: dict[str, Any], resume: ResumePlan | None, co
     if resume:
         how = "continuing the run" if continuing else "as a new branch"
         log.info("resumed from %s at step %d, %s", resume.checkpoint, resume.state["step"], how)
-    log.info("model: %s, %d layers, d_model %d, %d heads, d_ff %d, %s parameters, %s",
-             model["architecture_type"], model["n_layers"], model["d_model"], model["n_heads"],
-             model["d_ff"], f"{model['num_parameters']:,}", model["origin"])
+    log.info(
+        "model: %s, %d layers, d_model %d, %d heads, d_ff %d, %s parameters, %s",
+        model["architecture_type"],
+        model["n_layers"],
+        model["d_model"],
+        model["n_heads"],
+        model["d_ff"],
+        f"{model['num_parameters']:,}",
+        model["origin"],
+    )
     log.info("data: %s (%s characters, vocabulary %d)", data["source"], f"{data['characters']:,}", model["vocab_size"])
-    log.info("device: %s, %s; seed %d (%s)", meta["device"], meta["precision"]["matmul"], meta["seed"], meta["seed_source"])
+    log.info(
+        "device: %s, %s; seed %d (%s)", meta["device"], meta["precision"]["matmul"], meta["seed"], meta["seed_source"]
+    )
     log.info("hooks: %s", ", ".join(meta["hooks"]))
 
 

@@ -1,0 +1,91 @@
+import json
+
+import pytest
+import torch
+
+from trainer import checkpoint as ckpt
+from trainer.errors import CheckpointError
+
+
+def write(tmp_path, step, payload=b"weights"):
+    def writer(directory):
+        (directory / "model.bin").write_bytes(payload)
+        ckpt.save_tensors({"t": torch.arange(3)}, directory / "optimizer.pt")
+
+    return ckpt.write_checkpoint(tmp_path / "checkpoints", step, [writer], {"run_id": "r"})
+
+
+def test_write_and_verify(tmp_path):
+    path = write(tmp_path, 12)
+    assert path.name == "step-00000012"
+    state = ckpt.verify_checkpoint(path)
+    assert state["step"] == 12 and state["run_id"] == "r" and state["format_version"] == ckpt.FORMAT_VERSION
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"model.bin", "optimizer.pt", "trainer_state.json"}
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no partial left
+    assert torch.equal(ckpt.load_tensors(path / "optimizer.pt")["t"], torch.arange(3))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: (p / "manifest.json").unlink(), "incomplete"),
+        (lambda p: (p / "model.bin").unlink(), "missing"),
+        (lambda p: (p / "model.bin").write_bytes(b"weights-but-longer"), "truncated or altered"),
+        (lambda p: (p / "model.bin").write_bytes(b"WEIGHTS"), "sha256"),
+        (lambda p: (p / "manifest.json").write_text("{not json"), "unreadable"),
+    ],
+)
+def test_damaged_checkpoints_are_refused(tmp_path, damage, message):
+    path = write(tmp_path, 5)
+    damage(path)
+    with pytest.raises(CheckpointError, match=message):
+        ckpt.verify_checkpoint(path)
+
+
+def test_newer_format_is_refused(tmp_path):
+    path = write(tmp_path, 5)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="newer"):
+        ckpt.verify_checkpoint(path)
+
+
+def test_latest_skips_incomplete_and_partial(tmp_path):
+    write(tmp_path, 10)
+    newest = write(tmp_path, 20)
+    (newest / "manifest.json").unlink()  # as if the process died while writing it
+    (tmp_path / "checkpoints" / ".partial-step-00000030-99").mkdir()
+    assert ckpt.latest_valid_checkpoint(tmp_path / "checkpoints").name == "step-00000010"
+
+
+def test_resolve_resume_path(tmp_path):
+    first = write(tmp_path, 10)
+    second = write(tmp_path, 20)
+    assert ckpt.resolve_resume_path(tmp_path) == second  # a run directory
+    assert ckpt.resolve_resume_path(tmp_path / "checkpoints") == second
+    assert ckpt.resolve_resume_path(first) == first
+    with pytest.raises(CheckpointError, match="not found"):
+        ckpt.resolve_resume_path(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="neither"):
+        ckpt.resolve_resume_path(tmp_path / "empty")
+    with pytest.raises(CheckpointError):
+        ckpt.verify_checkpoint(tmp_path / "checkpoints" / "step-00000099")
+
+
+def test_prune_keeps_newest(tmp_path):
+    for step in (1, 2, 3, 4):
+        write(tmp_path, step)
+    deleted = ckpt.prune_checkpoints(tmp_path / "checkpoints", keep_last=2)
+    assert [p.name for p in deleted] == ["step-00000001", "step-00000002"]
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == ["step-00000003", "step-00000004"]
+    assert ckpt.prune_checkpoints(tmp_path / "checkpoints", keep_last=None) == []
+
+
+def test_rewriting_a_step_replaces_it_whole(tmp_path):
+    write(tmp_path, 7, b"old")
+    path = write(tmp_path, 7, b"new")
+    assert (path / "model.bin").read_bytes() == b"new"
+    ckpt.verify_checkpoint(path)

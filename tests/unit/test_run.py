@@ -1,0 +1,166 @@
+"""The training pipeline in-process: resume exactness, reproducibility, failure handling."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from tests.conftest import read_events, step_losses
+from trainer.config import ConfigLayer, TrainingConfig
+from trainer.errors import NonFiniteLossError
+from trainer.launch import plan_run
+from trainer.loop import Trainer
+from trainer.model import Transformer
+from trainer.run import run_training
+
+
+def tiny_config(corpus_file, **changes) -> TrainingConfig:
+    values = dict(
+        n_layers=2,
+        d_model=32,
+        n_heads=2,
+        d_ff=64,
+        max_seq_len=32,
+        batch_size=8,
+        dropout=0.1,
+        max_steps=12,
+        seed=11,
+        data_path=str(corpus_file),
+        checkpoint_cadence=None,
+        eval_cadence=4,
+        eval_batches=2,
+        sampling_cadence=6,
+        sampling_max_length=20,
+        warmup_steps=3,
+    )
+    values.update(changes)
+    return TrainingConfig(**values)
+
+
+def run(config, run_dir, resume=None):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_training(config, run_dir, resume=resume, console=False)
+
+
+def events_of(run_dir, kind, field):
+    return {e["step"]: e[field] for e in read_events(run_dir) if e["event"] == kind}
+
+
+def test_resume_is_bit_identical(tmp_path, corpus_file):
+    straight = tmp_path / "straight"
+    run(tiny_config(corpus_file), straight)
+    parted = tmp_path / "parted"
+    run(tiny_config(corpus_file, max_steps=5, lr_decay_steps=12), parted)
+    config, plan = plan_run([ConfigLayer("test", {"resume": str(parted), "max_steps": 12})])
+    assert plan.continue_in == parted and plan.state["step"] == 5
+    run(config, parted, resume=plan)
+
+    assert step_losses(straight) == step_losses(parted)  # exact float equality
+    assert events_of(straight, "eval", "val_loss").items() <= events_of(parted, "eval", "val_loss").items()
+    final = "checkpoints/step-00000012/model.safetensors"
+    assert (straight / final).read_bytes() == (parted / final).read_bytes()
+    kinds = [e["event"] for e in read_events(parted)]
+    assert kinds.count("run_start") == 1 and kinds.count("resume") == 1
+    assert len({e["run_id"] for e in read_events(parted)}) == 1  # the same run, continued
+
+
+def test_same_seed_same_losses_and_samples(tmp_path, corpus_file):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    run(tiny_config(corpus_file), a)
+    run(tiny_config(corpus_file), b)
+    run(tiny_config(corpus_file, seed=12), c)
+    assert step_losses(a) == step_losses(b)
+    assert events_of(a, "sample", "text") == events_of(b, "sample", "text")
+    assert step_losses(a) != step_losses(c)
+
+
+def test_drawn_seed_is_logged_and_stored(tmp_path, corpus_file):
+    result = run(tiny_config(corpus_file, seed=None, max_steps=2), tmp_path / "r")
+    start = read_events(result.run_dir)[0]
+    assert start["event"] == "run_start" and start["seed_source"] == "drawn"
+    assert isinstance(start["seed"], int) and start["config"]["seed"] == start["seed"]
+    state = (result.checkpoint / "trainer_state.json").read_text()
+    assert f'"seed": {start["seed"]}' in state
+
+
+def test_grad_accumulation_matches_one_batch(tmp_path, corpus_file):
+    one = run(tiny_config(corpus_file, dropout=0.0, max_steps=4), tmp_path / "one").run_dir
+    two = run(tiny_config(corpus_file, dropout=0.0, max_steps=4, grad_accum_steps=2), tmp_path / "two").run_dir
+    for step, loss in step_losses(one).items():
+        assert step_losses(two)[step] == pytest.approx(loss, rel=1e-5)
+
+
+def test_non_finite_loss_stops_without_checkpoint(tmp_path, corpus_file, monkeypatch):
+    original = Transformer.forward
+    calls = {"n": 0}
+
+    def poisoned(self, tokens, targets=None):
+        logits, loss = original(self, tokens, targets)
+        if targets is not None and self.training:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(Transformer, "forward", poisoned)
+    run_dir = tmp_path / "nan"
+    with pytest.raises(NonFiniteLossError) as info:
+        run(tiny_config(corpus_file, checkpoint_cadence=1, eval_cadence=None, sampling_cadence=None), run_dir)
+    assert info.value.step == 3 and info.value.exit_code == 4
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
+    tail = read_events(run_dir)[-2:]
+    assert tail[0]["event"] == "error" and tail[0]["failed_step"] == 3
+    assert tail[1]["event"] == "run_end" and tail[1]["status"] == "failed"
+
+
+def test_periodic_and_final_checkpoints_and_pruning(tmp_path, corpus_file):
+    result = run(tiny_config(corpus_file, max_steps=10, checkpoint_cadence=3, keep_last_checkpoints=2), tmp_path / "r")
+    names = sorted(p.name for p in (result.run_dir / "checkpoints").iterdir())
+    assert names == ["step-00000009", "step-00000010"]  # 3, 6 pruned; 10 is the final one
+    saved = [e["step"] for e in read_events(result.run_dir) if e["event"] == "checkpoint"]
+    assert saved == [3, 6, 9, 10]
+
+
+def test_cadences_null_disable_eval_and_sampling(tmp_path, corpus_file):
+    result = run(tiny_config(corpus_file, max_steps=4, eval_cadence=None, sampling_cadence=None), tmp_path / "r")
+    events = read_events(result.run_dir)
+    kinds = {e["event"] for e in events}
+    assert "eval" not in kinds and "sample" not in kinds
+    assert events[0]["hooks"] == ["event_log", "checkpoint(periodic off, final always)"]
+    assert [e["step"] for e in events if e["event"] == "checkpoint"] == [4]
+
+
+def test_from_checkpoint_restores_everything(tmp_path, corpus_file):
+    config = tiny_config(corpus_file, max_steps=6)
+    result = run(config, tmp_path / "r")
+    from trainer.data import load_corpus
+    from trainer.loop import RunInfo
+
+    corpus = load_corpus(str(corpus_file))
+    info = RunInfo(tmp_path / "r2", "x", corpus.source, corpus.sha256)
+    trainer = Trainer.from_checkpoint(
+        result.checkpoint,
+        config=dataclasses.replace(config, lr_decay_steps=6),
+        corpus=corpus,
+        run=info,
+        device=torch.device("cpu"),
+    )
+    assert trainer.step == 6 and trainer.config.n_layers == 2
+    assert trainer.optimizer.state_dict()["state"][0]["step"].item() == 6
+    assert trainer.sample(max_length=10) == trainer.sample(max_length=10)
+
+
+def test_loss_decreases_on_real_text(tmp_path, corpus_file):
+    config = tiny_config(
+        corpus_file,
+        max_steps=150,
+        learning_rate=3e-3,
+        warmup_steps=10,
+        dropout=0.0,
+        eval_cadence=None,
+        sampling_cadence=None,
+    )
+    result = run(config, tmp_path / "learn")
+    losses = [loss for _, loss in sorted(step_losses(result.run_dir).items())]
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < first - 1.0, (first, last)  # from ~uniform over the vocabulary to real structure
