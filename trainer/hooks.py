@@ -107,56 +107,49 @@ class ConsoleHook(Hook):
         self.bar.close()
 
 
-class EvalHook(Hook):
-    name = "eval"
+class CadenceHook(Hook):
+    """Acts every ``cadence`` steps, and once more at the end unless it just did."""
 
     def __init__(self, cadence: int):
         self.cadence = cadence
         self.last_step = -1
 
     def describe(self) -> str:
-        return f"eval(every {self.cadence} steps)"
+        return f"{self.name}(every {self.cadence} steps)"
 
     def on_step_end(self, trainer: Trainer) -> None:
         if _due(trainer.step, self.cadence):
-            self._run(trainer)
+            self._act(trainer)
 
     def on_run_end(self, trainer: Trainer) -> None:
         if self.last_step != trainer.step:
-            self._run(trainer)
+            self._act(trainer)
 
-    def _run(self, trainer: Trainer) -> None:
+    def _act(self, trainer: Trainer) -> None:
+        self.last_step = trainer.step
+        self.act(trainer)
+
+    def act(self, trainer: Trainer) -> None:
+        raise NotImplementedError
+
+
+class EvalHook(CadenceHook):
+    name = "eval"
+
+    def act(self, trainer: Trainer) -> None:
         started = time.perf_counter()
         val_loss = trainer.evaluate()
-        self.last_step = trainer.step
         trainer.report("eval", val_loss=val_loss, eval_seconds=round(time.perf_counter() - started, 3))
 
 
-class SamplingHook(Hook):
+class SamplingHook(CadenceHook):
     name = "sampling"
 
-    def __init__(self, cadence: int):
-        self.cadence = cadence
-        self.last_step = -1
-
-    def describe(self) -> str:
-        return f"sampling(every {self.cadence} steps)"
-
-    def on_step_end(self, trainer: Trainer) -> None:
-        if _due(trainer.step, self.cadence):
-            self._run(trainer)
-
-    def on_run_end(self, trainer: Trainer) -> None:
-        if self.last_step != trainer.step:
-            self._run(trainer)
-
-    def _run(self, trainer: Trainer) -> None:
+    def act(self, trainer: Trainer) -> None:
         cfg = trainer.config
-        text = trainer.sample()
-        self.last_step = trainer.step
         trainer.report(
             "sample",
-            text=text,
+            text=trainer.sample(),
             prompt=cfg.sampling_prompt,
             temperature=cfg.sampling_temperature,
             sampling_seed=cfg.sampling_seed,
