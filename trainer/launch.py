@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trainer.config import ConfigLayer, TrainingConfig, compose_config
+from trainer.errors import ConfigError
 from trainer.resume import ResumePlan, plan_resume
 from trainer.run import RunResult, run_training
 from trainer.rundir import write_composed_config
@@ -19,10 +20,27 @@ from trainer.rundir import write_composed_config
 def plan_run(layers: list[ConfigLayer]) -> tuple[TrainingConfig, ResumePlan | None]:
     """The config a run will use (a resume takes the checkpoint's), without starting it."""
     config = compose_config(layers)
-    if config.resume is None:
-        return config, None
-    plan = plan_resume(config.resume, layers)
-    return plan.config, plan
+    plan = plan_resume(config.resume, layers) if config.resume is not None else None
+    config = plan.config if plan else config
+    check_model_selection(config)
+    return config, plan
+
+
+def check_model_selection(config: TrainingConfig) -> None:
+    """Until the model registry exists, only the custom Transformer can be trained; say so
+    rather than silently training something other than what was asked for."""
+    if config.model_name is not None:
+        raise ConfigError(
+            f"model_name={config.model_name!r} is not in the registry (this version has no model registry yet)",
+            key="model_name",
+            hint="set model_name to null to train the custom Transformer from scratch",
+        )
+    if config.tokenizer is not None:
+        raise ConfigError(
+            f"tokenizer={config.tokenizer!r}: the custom Transformer uses the character vocabulary of its data",
+            key="tokenizer",
+            hint="set tokenizer to null",
+        )
 
 
 def start_run(

@@ -126,6 +126,7 @@ def test_help_lists_options():
         (["dropout=1.5"], 2, ["dropout=1.5"]),
         (["lerning_rate=0.1"], 2, ["did you mean 'learning_rate'"]),
         (["max_steps"], 2, ["key=value"]),
+        (["model_name=qwen-0.5b-base"], 2, ["model_name='qwen-0.5b-base' is not in the registry"]),
         (["--data", "missing.txt"], 3, ["missing.txt", "not found"]),
         (["--data", "{empty}"], 3, ["empty.txt", "empty"]),
         (["--data", "{latin1}"], 3, ["latin1.txt", "not UTF-8"]),
