@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,6 +173,7 @@ def _require(cfg: TrainingConfig, key: str, ok: bool, rule: str) -> None:
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainingConfig))
+_FIELD_TYPES = typing.get_type_hints(TrainingConfig)
 
 
 @dataclass
@@ -218,8 +220,8 @@ def compose_config(layers: list[ConfigLayer]) -> TrainingConfig:
                     source=layer.where(key),
                 )
             try:
-                merged[key] = value
-            except OmegaConfBaseException as err:
+                merged[key] = _number_from_text(key, value)
+            except (OmegaConfBaseException, ValueError) as err:
                 expected = _type_name(TrainingConfig.__dataclass_fields__[key].type)
                 raise ConfigError(
                     f"{key}={value!r} has the wrong type: expected {expected}",
@@ -227,6 +229,22 @@ def compose_config(layers: list[ConfigLayer]) -> TrainingConfig:
                     source=layer.where(key),
                 ) from err
     return OmegaConf.to_object(merged)
+
+
+def _number_from_text(key: str, value: Any) -> Any:
+    """Text for a numeric field ("3e-4" on a command line) becomes the number it spells, and
+    a number for a text field becomes its text; OmegaConf is phasing out doing this
+    implicitly. Raises ValueError if the text spells no number."""
+    declared = _FIELD_TYPES[key]
+    if declared in (str, str | None) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        return value
+    if declared in (int, int | None):
+        return int(value)
+    if declared in (float, float | None):
+        return float(value)
+    return value
 
 
 def _type_name(annotation: Any) -> str:
