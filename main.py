@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         if isinstance(err, LmrunnerError):
-            hint = f" ({err.hint})" if err.hint else ""
+            hint = f"; {err.hint}" if err.hint else ""
             print(f"error: {err.message}{hint}", file=sys.stderr)
             return err.exit_code
         print(f"error: {type(err).__name__}: {err} (set LMRUNNER_DEBUG=1 for the traceback)", file=sys.stderr)

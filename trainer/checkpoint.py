@@ -145,7 +145,11 @@ def resolve_resume_path(path: Path) -> Path:
         return latest
     if not path.exists():
         raise CheckpointError("checkpoint not found", str(path), hint="give a checkpoint directory or a run directory")
-    raise CheckpointError("is neither a checkpoint nor a run directory with checkpoints", str(path))
+    raise CheckpointError(
+        "is neither a checkpoint nor a run directory with checkpoints",
+        str(path),
+        hint="give a run directory (outputs/<date>/<time>) or one of its checkpoints/step-* directories",
+    )
 
 
 def prune_checkpoints(checkpoints_dir: Path, keep_last: int | None) -> list[Path]:
