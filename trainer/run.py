@@ -195,7 +195,12 @@ def _log_start(run: RunInfo, meta: dict[str, Any], resume: ResumePlan | None, co
     )
     log.info("data: %s (%s characters, vocabulary %d)", data["source"], f"{data['characters']:,}", model["vocab_size"])
     log.info(
-        "device: %s, %s; seed %d (%s)", meta["device"], meta["precision"]["matmul"], meta["seed"], meta["seed_source"]
+        "device: %s, %s (%s); seed %d (%s)",
+        meta["device"],
+        meta["precision"]["matmul"],
+        meta["precision"]["note"],
+        meta["seed"],
+        meta["seed_source"],
     )
     log.info("hooks: %s", ", ".join(meta["hooks"]))
 
