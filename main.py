@@ -1,6 +1,8 @@
 """lmrunner: train a character-level Transformer, with every run in its own directory.
 
-    python main.py [--config FILE] [--max-steps N] [--data FILE] [--resume PATH] [key=value ...]
+Two front doors to one schema (trainer/config.py):
+    python main.py [model=...] [training=...] [key=value ...] [-m]     Hydra (trainer/hydra_app.py)
+    python main.py --config FILE [--max-steps N] [--data FILE] [--resume PATH] [key=value ...]
 
 This file only routes the command line and turns typed errors into one line and an exit
 code (DESIGN.md "Errors and exit codes"); the work happens in trainer/.
@@ -16,6 +18,32 @@ import traceback
 from pathlib import Path
 
 import yaml
+
+OVERVIEW = """\
+usage: python main.py [model=GROUP] [training=GROUP] [key=value ...] [-m] [--cfg job] [--info]
+       python main.py --config FILE [--max-steps N] [--data FILE] [--resume PATH] [key=value ...]
+
+Train a language model; every run gets its own directory.
+
+Hydra front door (the default): config groups and key=value overrides composed onto one schema.
+  groups:   model={models}   training={trainings}
+  python main.py                                      the defaults (model=custom training=default)
+  python main.py training=fast n_layers=2             a group and an override
+  python main.py -m training=fast,detailed n_layers=2,4    a sweep: 4 jobs, summary in multirun/
+  python main.py training=fast --cfg job              print the composed config, run nothing
+  python main.py resume=outputs/DATE/TIME             continue a run in its own directory
+  Runs go to outputs/<date>/<time>/, sweeps to multirun/<date>/<time>/<job>/.
+  Hydra's own options: python main.py --hydra-help
+
+Plain front door: a YAML file (see configs/) with the same keys.
+  python main.py --config configs/small-model.yaml --max-steps 50
+  python main.py --help-config                        all flags of the plain front door
+
+Exit codes: 0 ok, 1 runtime error, 2 usage or config error, 3 data error, 4 non-finite loss,
+130/143 interrupted (a checkpoint was saved). LMRUNNER_DEBUG=1 shows tracebacks.
+"""
+
+PLAIN_FLAGS = ("--config", "--max-steps", "--data", "--resume", "--print-config", "--help-config")
 
 EXAMPLES = """\
 examples:
@@ -99,13 +127,16 @@ def run_plain(argv: list[str]) -> int:
     from trainer.launch import plan_run, start_run
     from trainer.rundir import create_run_dir
 
+    if "--help-config" in argv:
+        build_parser().print_help()
+        return 0
     args = build_parser().parse_intermixed_args(argv)
     layers = config_layers(args)
     if args.print_config:
         config, _ = plan_run(layers)
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
-    result = start_run(layers, lambda: create_run_dir(OUTPUTS_DIR), override_strings(args))
+    result = start_run(layers, lambda: create_run_dir(OUTPUTS_DIR), overrides=override_strings(args))
     logging.getLogger("lmrunner").info(
         "done: %d steps, final loss %s, run directory %s",
         result.steps,
@@ -113,6 +144,21 @@ def run_plain(argv: list[str]) -> int:
         result.run_dir,
     )
     return 0
+
+
+def route(argv: list[str]) -> int:
+    """--help: the overview; any plain-door flag: the --config path; else the Hydra app
+    (Hydra's own parser rejects --config as an ambiguous abbreviation, so it never sees it)."""
+    if argv in (["-h"], ["--help"]):
+        from trainer.hydra_app import group_options
+
+        print(OVERVIEW.format(models="|".join(group_options("model")), trainings="|".join(group_options("training"))))
+        return 0
+    if any(arg.split("=", 1)[0] in PLAIN_FLAGS for arg in argv):
+        return run_plain(argv)
+    from trainer.hydra_app import run_hydra
+
+    return run_hydra(argv)
 
 
 class _TqdmHandler(logging.Handler):
@@ -127,6 +173,7 @@ class _TqdmHandler(logging.Handler):
 def setup_console_logging() -> None:
     logger = logging.getLogger("lmrunner")
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # Hydra puts a handler on the root logger: do not print twice
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
@@ -137,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_console_logging()
     debug = os.environ.get("LMRUNNER_DEBUG") == "1"
     try:
-        return run_plain(argv)
+        return route(argv)
     except KeyboardInterrupt:
         print("error: interrupted before training started; nothing was saved", file=sys.stderr)
         return 130

@@ -193,7 +193,15 @@ class ConfigLayer:
 
 
 def compose_config(layers: list[ConfigLayer]) -> TrainingConfig:
-    """Merge layers onto the structured schema (later layers win) and build the dataclass.
+    """Merge layers onto the structured schema (later layers win) and build the dataclass,
+    which checks the rules between values."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(merge_layers(layers))
+
+
+def merge_layers(layers: list[ConfigLayer]):
+    """Layers merged onto the structured schema: names and types checked, rules not yet.
 
     Each key is assigned on its own so that a wrong type is reported with its key and the
     file and line it came from.
@@ -228,7 +236,7 @@ def compose_config(layers: list[ConfigLayer]) -> TrainingConfig:
                     key=key,
                     source=layer.where(key),
                 ) from err
-    return OmegaConf.to_object(merged)
+    return merged
 
 
 def _number_from_text(key: str, value: Any) -> Any:

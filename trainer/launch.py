@@ -46,13 +46,16 @@ def check_model_selection(config: TrainingConfig) -> None:
 def start_run(
     layers: list[ConfigLayer],
     new_run_dir: Callable[[], Path],
-    overrides: list[str],
+    overrides: list[str] | None,
     console: bool = True,
 ) -> RunResult:
+    """Plan and run. ``overrides`` is the request to record under .hydra/; None when Hydra
+    has recorded it already."""
     config, plan = plan_run(layers)
     if plan is not None and plan.continue_in is not None:
         run_dir = plan.continue_in  # its .hydra/ keeps the original request; the resume event has this one
     else:
         run_dir = new_run_dir()
-        write_composed_config(run_dir, config.to_dict(), overrides)
+        if overrides is not None:
+            write_composed_config(run_dir, config.to_dict(), overrides)
     return run_training(config, run_dir, resume=plan, console=console)

@@ -16,12 +16,16 @@ import yaml
 
 
 def create_run_dir(base: Path, now: datetime | None = None) -> Path:
-    """Make and return a new run directory. mkdir either creates it or fails, so two runs
-    started in the same second (even in two processes) get two directories."""
+    """Make and return a new run directory ``base/<date>/<time>[-<n>]``."""
     now = now or datetime.now()
-    day = base / now.strftime("%Y-%m-%d")
+    return reserve_run_dir(base / now.strftime("%Y-%m-%d"), now.strftime("%H-%M-%S"))
+
+
+def reserve_run_dir(day: Path, stamp: str) -> Path:
+    """Create ``day/stamp``, or ``day/stamp-1``, ``-2``, ... if taken. mkdir either creates
+    a directory or fails, so two runs started in the same second, even in two processes,
+    never get the same one."""
     day.mkdir(parents=True, exist_ok=True)
-    stamp = now.strftime("%H-%M-%S")
     for n in itertools.count():
         candidate = day / (stamp if n == 0 else f"{stamp}-{n}")
         try:

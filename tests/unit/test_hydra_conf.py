@@ -1,0 +1,120 @@
+"""conf/: every file loads, every group combination composes onto TrainingConfig and
+validates, and each configs/ mirror equals the combination it names."""
+
+import itertools
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tests.conftest import REPO
+from trainer.config import TrainingConfig, compose_config
+from trainer.config_file import yaml_layer
+from trainer.errors import ConfigError, UsageError
+from trainer.hydra_app import CONF_DIR, check_overrides, group_options, register, requested_layer
+
+register()
+
+
+def composed(overrides: list[str]) -> TrainingConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return OmegaConf.to_object(compose("config", overrides=overrides))
+
+
+@pytest.mark.parametrize("path", sorted(CONF_DIR.rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_conf_file_loads_and_names_its_command(path):
+    text = path.read_text()
+    assert isinstance(yaml.safe_load(text) or {}, dict)
+    header = list(itertools.takewhile(lambda line: line.startswith("#"), text.splitlines()))
+    assert any("python main.py" in line for line in header), f"{path} must open with the command that uses it"
+    if path.parent != CONF_DIR:
+        assert header[0] == "# @package _global_"  # overrides stay top-level: max_steps=500
+
+
+def test_groups_are_the_designed_ones():
+    assert group_options("model") == ["custom", "qwen-base", "qwen-finetuned"]
+    assert group_options("training") == ["default", "detailed", "fast"]
+
+
+@pytest.mark.parametrize("model, training", itertools.product(group_options("model"), group_options("training")))
+def test_every_group_combination_composes_and_validates(model, training):
+    config = composed([f"model={model}", f"training={training}"])
+    assert isinstance(config, TrainingConfig)
+    config.validate()
+    assert (config.model_name is None) == (model == "custom")
+
+
+def test_defaults_compose_to_the_schema_defaults():
+    assert composed([]) == TrainingConfig()
+
+
+@pytest.mark.parametrize(
+    "mirror, overrides",
+    [
+        ("default.yaml", []),
+        ("custom-transformer.yaml", ["model=custom"]),
+        ("fast-training.yaml", ["training=fast"]),
+        ("detailed-eval.yaml", ["training=detailed"]),
+        ("qwen-base.yaml", ["model=qwen-base"]),
+        ("qwen-finetuned.yaml", ["model=qwen-finetuned"]),
+        (
+            "small-model.yaml",
+            [
+                "n_layers=2",
+                "d_model=128",
+                "d_ff=512",
+                "max_seq_len=128",
+                "dropout=0.0",
+                "batch_size=32",
+                "learning_rate=1e-3",
+                "warmup_steps=50",
+                "max_steps=3000",
+                "eval_cadence=250",
+                "sampling_cadence=1000",
+                "checkpoint_cadence=500",
+                "seed=1337",
+            ],
+        ),
+    ],
+)
+def test_configs_mirror_their_group_combination(mirror, overrides):
+    assert compose_config([yaml_layer(str(REPO / "configs" / mirror))]) == composed(overrides)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["max_stepz=3"], "did you mean 'max_steps'"),
+        (["trainin=fast"], "did you mean 'training'"),
+        (["training=fastt"], "no option 'fastt' in group 'training' (did you mean 'fast'?)"),
+        (["model=qwen"], "no option 'qwen' in group 'model'"),
+        (["n_layers=abc"], "n_layers='abc' has the wrong type"),
+        (["n_layers=2,x"], "n_layers='x' has the wrong type"),  # each sweep value is checked
+    ],
+)
+def test_check_overrides_refuses_with_a_suggestion(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        check_overrides(overrides)
+    assert message in str(info.value) and info.value.exit_code == 2
+
+
+def test_check_overrides_accepts_sweeps_groups_and_hydra_settings():
+    check_overrides(
+        [
+            "training=fast,detailed",
+            "n_layers=2,4",
+            "hydra/launcher=joblib",
+            "hydra.run.dir=x",
+            "learning_rate=3e-4",
+            "eval_cadence=null",
+        ]
+    )
+    with pytest.raises(UsageError):
+        check_overrides(["n_layers=[1,"])
+
+
+def test_requested_layer_keeps_only_what_was_asked():
+    config = TrainingConfig(n_layers=2, max_steps=50)
+    layer = requested_layer(config, ["max_steps=50", "learning_rate=3e-4"])
+    assert layer.values == {"n_layers": 2, "max_steps": 50, "learning_rate": 3e-4}

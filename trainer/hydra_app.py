@@ -1,0 +1,167 @@
+"""The Hydra front door: conf/ groups composed onto the TrainingConfig schema.
+
+``run_hydra(argv)`` checks the overrides first (so a typo is one line with a suggestion and
+exit 2, not a Hydra stack trace), registers the schema and the run-directory resolver, then
+hands the command line to Hydra, which owns run directories, ``-m`` sweeps and launchers.
+Each job calls ``launch.start_run`` like the ``--config`` front door does.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from trainer.config import FIELD_NAMES, ConfigLayer, TrainingConfig, merge_layers
+from trainer.errors import ConfigError, LmrunnerError, UsageError, did_you_mean
+from trainer.rundir import create_run_dir
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("model", "training")
+
+# Set by the job in a single run, read by run_hydra for the exit code.
+_single_run: dict[str, Any] = {}
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse unknown keys, unknown group options and wrong types before Hydra starts."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        raise UsageError(f"cannot read overrides: {str(err).splitlines()[0]}") from err
+    for override in parsed:
+        key = override.key_or_group
+        if key.startswith("hydra") or override.is_delete():
+            continue  # Hydra's own settings: Hydra checks them
+        values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        if key in GROUPS:
+            options = group_options(key)
+            for value in values:
+                if value not in options:
+                    raise ConfigError(
+                        f"no option '{value}' in group '{key}'{did_you_mean(str(value), options)}",
+                        key=key,
+                        source="command line",
+                        hint=f"choose one of: {', '.join(options)}",
+                    )
+            continue
+        if key not in FIELD_NAMES:
+            raise ConfigError(
+                f"unknown key '{key}'{did_you_mean(key, [*FIELD_NAMES, *GROUPS])}",
+                key=key,
+                source="command line",
+                hint="see the hyperparameter reference in README.md for every valid key",
+            )
+        for value in values:
+            merge_layers([ConfigLayer("command line", {key: value})])
+
+
+def requested_layer(config: TrainingConfig, overrides: list[str]) -> ConfigLayer:
+    """What this command asked for, as opposed to what it inherits from the defaults: the
+    keys its groups and overrides set away from the schema's defaults, plus every key it
+    names. A resume compares only these with the checkpoint."""
+    defaults = TrainingConfig().to_dict()
+    values = config.to_dict()
+    named = {o.split("=", 1)[0].lstrip("+") for o in overrides if "=" in o}
+    return ConfigLayer("command line", {k: v for k, v in values.items() if v != defaults[k] or k in named})
+
+
+def _job(cfg) -> dict[str, Any]:
+    """The Hydra task: one run in Hydra's run directory (or the resumed run's own)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from trainer.launch import start_run
+    from trainer.sweep import job_outcome
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        config = OmegaConf.to_object(cfg)
+        layer = requested_layer(config, list(hydra_cfg.overrides.task))
+        result = start_run([layer], new_run_dir=lambda: run_dir, overrides=None)
+        outcome = job_outcome(result)
+    except LmrunnerError as err:
+        if hydra_cfg.mode.name != "MULTIRUN":
+            _single_run["error"] = err
+        outcome = job_outcome(error=err)
+    _single_run["outcome"] = outcome
+    return outcome
+
+
+def register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="training_config", node=TrainingConfig)
+
+
+def run_hydra(argv: list[str]) -> int:
+    """Run the Hydra app on ``argv``; returns the exit code."""
+    import hydra
+    from hydra._internal.utils import get_args_parser  # Hydra's own command-line grammar
+
+    from trainer.sweep import sweep_outcome
+
+    args = get_args_parser().parse_args(argv)
+    overrides = list(args.overrides)
+    check_overrides(overrides)
+    register()
+    runs_one_job = not (args.multirun or args.cfg or args.info or args.help or args.hydra_help or args.shell_completion)
+    if runs_one_job:
+        _check_single_run(overrides)  # before Hydra makes a run directory for it
+        argv = [*argv, *_run_dir_overrides(overrides)]
+    elif args.multirun and not _sets(overrides, "hydra.sweep.dir"):
+        argv = [*argv, f"hydra.sweep.dir={create_run_dir(Path('multirun'))}"]
+    sys.argv = [sys.argv[0], *argv]
+    app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_job)
+    app()
+    if "error" in _single_run:
+        raise _single_run["error"]
+    return 1 if sweep_outcome["failed"] else 0
+
+
+def _check_single_run(overrides: list[str]) -> None:
+    """Compose and plan the run as the job will, so that an invalid config, an unknown
+    model or an unusable resume is refused before anything is written. (Each job of a
+    sweep checks itself; a failure there is a line in the sweep's summary.)"""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from trainer.launch import plan_run
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[o for o in overrides if not o.lstrip("+~").startswith("hydra")])
+    config = OmegaConf.to_object(cfg)
+    plan_run([requested_layer(config, overrides)])
+
+
+def _run_dir_overrides(overrides: list[str]) -> list[str]:
+    """Pin hydra.run.dir to one directory, decided here, once.
+
+    Hydra's own ``outputs/${now:...}`` pattern gives two runs started in the same second the
+    same directory; a reserved one cannot. ``resume=<run dir>`` continues in that run's
+    directory instead, and leaves its .hydra/ as the original run wrote it (the resume
+    event records this command).
+    """
+    from trainer.checkpoint import resolve_resume_path
+    from trainer.resume import continuable_run_dir
+
+    resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
+    if resume and resume[-1] not in ("", "null"):
+        continue_in = continuable_run_dir(resolve_resume_path(Path(resume[-1])))
+        if continue_in is not None:
+            return [f"hydra.run.dir={continue_in}", "hydra.output_subdir=null"]
+    if _sets(overrides, "hydra.run.dir"):
+        return []
+    return [f"hydra.run.dir={create_run_dir(Path('outputs'))}"]
+
+
+def _sets(overrides: list[str], key: str) -> bool:
+    return any(o.lstrip("+").split("=", 1)[0] == key for o in overrides)
