@@ -37,7 +37,7 @@ def test_groups_are_the_designed_ones():
     assert group_options("training") == ["default", "detailed", "fast"]
 
 
-@pytest.mark.parametrize("model, training", itertools.product(group_options("model"), group_options("training")))
+@pytest.mark.parametrize("model, training", list(itertools.product(group_options("model"), group_options("training"))))
 def test_every_group_combination_composes_and_validates(model, training):
     config = composed([f"model={model}", f"training={training}"])
     assert isinstance(config, TrainingConfig)
