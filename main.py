@@ -186,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return route(argv)
     except KeyboardInterrupt:
-        print("error: interrupted before training started; nothing was saved", file=sys.stderr)
+        print(
+            "error: interrupted; stopped at once without saving (the last checkpoint, if any, is intact)",
+            file=sys.stderr,
+        )
         return 130
     except Exception as err:  # formatted once, here: one line, its exit code
         from trainer.errors import LmrunnerError

@@ -58,6 +58,7 @@ def write_checkpoint(checkpoints_dir: Path, step: int, writers: list[FileWriter]
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     for name in [*files, MANIFEST]:
         _fsync_file(partial / name)
+    _fsync_dir(partial)
     if final.exists():  # the same step saved again (e.g. a resumed run): replace it whole
         stale = checkpoints_dir / f".stale-{final.name}-{os.getpid()}"
         os.replace(final, stale)
@@ -87,9 +88,9 @@ def verify_checkpoint(path: Path, hash_files: bool = True) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        listed = manifest["files"]
-        version = manifest["format_version"]
-    except (ValueError, KeyError, TypeError) as err:
+        listed = {name: (str(f["sha256"]), int(f["bytes"])) for name, f in manifest["files"].items()}
+        version = int(manifest["format_version"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise CheckpointError("corrupt checkpoint: manifest.json is unreadable", str(path)) from err
     if version > FORMAT_VERSION:
         raise CheckpointError(
@@ -97,17 +98,24 @@ def verify_checkpoint(path: Path, hash_files: bool = True) -> dict[str, Any]:
             str(path),
             hint="upgrade lmrunner",
         )
-    for name, expected in listed.items():
+    for name, (sha256, size) in listed.items():
         file = path / name
         if not file.is_file():
             raise CheckpointError(f"corrupt checkpoint: {name} is missing", str(path))
-        if file.stat().st_size != expected["bytes"]:
+        if file.stat().st_size != size:
             raise CheckpointError(f"corrupt checkpoint: {name} is truncated or altered (size differs)", str(path))
-        if hash_files and _sha256(file) != expected["sha256"]:
+        if hash_files and _sha256(file) != sha256:
             raise CheckpointError(f"corrupt checkpoint: {name} does not match its sha256", str(path))
     if TRAINER_STATE not in listed:
         raise CheckpointError(f"corrupt checkpoint: the manifest does not list {TRAINER_STATE}", str(path))
-    return json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
+    try:
+        state = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
+        int(state["step"]), dict(state["config"]), str(state["run_id"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"corrupt checkpoint: {TRAINER_STATE} lacks what resuming needs ({err})", str(path)
+        ) from err
+    return state
 
 
 def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
@@ -119,10 +127,10 @@ def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
 
 
 def latest_valid_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest checkpoint whose manifest verifies (sizes only: hashing comes at load)."""
+    """The newest checkpoint that verifies completely (a damaged newer one is passed over)."""
     for candidate in reversed(list_checkpoints(checkpoints_dir)):
         try:
-            verify_checkpoint(candidate, hash_files=False)
+            verify_checkpoint(candidate)
         except CheckpointError:
             continue
         return candidate
@@ -152,11 +160,14 @@ def resolve_resume_path(path: Path) -> Path:
     )
 
 
-def prune_checkpoints(checkpoints_dir: Path, keep_last: int | None) -> list[Path]:
-    """Delete all but the newest ``keep_last`` checkpoints; return what was deleted."""
+def prune_checkpoints(checkpoints_dir: Path, keep_last: int | None, newest_step: int) -> list[Path]:
+    """Keep the ``keep_last`` newest checkpoints up to ``newest_step`` (the one just written),
+    delete the older ones, and return what was deleted. Directories of later steps (left by
+    a run this one branched from, or damaged) are not this run's to judge: they stay."""
     if keep_last is None:
         return []
-    doomed = list_checkpoints(checkpoints_dir)[:-keep_last]
+    ours = [p for p in list_checkpoints(checkpoints_dir) if int(_STEP_DIR.match(p.name).group(1)) <= newest_step]
+    doomed = ours[:-keep_last]
     for path in doomed:
         if path.is_symlink():  # never follow a link out of the run directory
             path.unlink()

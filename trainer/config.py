@@ -133,7 +133,8 @@ class TrainingConfig:
         _require(self, "grad_clip", self.grad_clip is None or self.grad_clip > 0, "must be > 0 or null (no clipping)")
         _require(self, "min_lr_ratio", 0.0 <= self.min_lr_ratio <= 1.0, "must satisfy 0 <= min_lr_ratio <= 1")
         _require(self, "sampling_temperature", self.sampling_temperature >= 0, "must be >= 0 (0 means greedy)")
-        _require(self, "seed", self.seed is None or self.seed >= 0, "must be >= 0 or null (draw one)")
+        _require(self, "seed", self.seed is None or 0 <= self.seed < 2**63, "must be in [0, 2**63) or null (draw one)")
+        _require(self, "sampling_seed", 0 <= self.sampling_seed < 2**63, "must be in [0, 2**63)")
         _require(self, "lr_schedule", self.lr_schedule in LR_SCHEDULES, f"must be one of {', '.join(LR_SCHEDULES)}")
         _require(self, "precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}")
         _require(self, "device", bool(_DEVICE_PATTERN.match(self.device)), "must be auto, cpu, mps, cuda or cuda:N")
@@ -196,8 +197,18 @@ def compose_config(layers: list[ConfigLayer]) -> TrainingConfig:
     """Merge layers onto the structured schema (later layers win) and build the dataclass,
     which checks the rules between values."""
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
-    return OmegaConf.to_object(merge_layers(layers))
+    merged = merge_layers(layers)
+    try:
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:  # e.g. a value written as an ${interpolation}
+        key = getattr(err, "full_key", None)
+        raise ConfigError(
+            f"cannot resolve {key or 'a value'}: {str(err).splitlines()[0]}",
+            key=key,
+            hint="write plain values; ${...} interpolations are not supported here",
+        ) from err
 
 
 def merge_layers(layers: list[ConfigLayer]):

@@ -23,7 +23,10 @@ def yaml_layer(path: str) -> ConfigLayer:
         raise ConfigError(
             f"config file {reason}", source=path, hint="check the path given to --config (examples are in configs/)"
         )
-    text = file.read_text(encoding="utf-8")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file cannot be read as UTF-8 text ({err})", source=path) from err
     try:
         loaded = OmegaConf.create(text) if text.strip() else OmegaConf.create({})
         node = yaml.compose(text, Loader=yaml.SafeLoader)

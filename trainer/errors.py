@@ -121,3 +121,34 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' suffix, or '' when nothing is close."""
     matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{matches[0]}'?)" if matches else ""
+
+
+class RegistryError(LmrunnerError):
+    """The model registry is corrupt or inconsistent (exit 5); ``problems`` lists each."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, problems: list[str] | None = None, hint: str | None = None):
+        super().__init__(message, hint or "run: python main.py validate-registry")
+        self.problems = problems or []
+
+
+class ModelNotFoundError(UsageError):
+    """A model name that is not in the registry (exit 2)."""
+
+    def __init__(self, name: str, available: list[str]):
+        listed = ", ".join(available) if available else "none yet"
+        super().__init__(
+            f"model '{name}' is not in the registry{did_you_mean(name, available)}; available: {listed}",
+            hint="import it with: python main.py import-model REPO_ID_OR_DIR --name NAME",
+        )
+        self.name = name
+        self.available = available
+
+
+class ImportModelError(LmrunnerError):
+    """A model could not be fetched or read (exit 1 for the network, 2 for what was asked)."""
+
+    def __init__(self, message: str, hint: str | None = None, exit_code: int = 1):
+        super().__init__(message, hint)
+        self.exit_code = exit_code

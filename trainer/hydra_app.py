@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import FIELD_NAMES, ConfigLayer, TrainingConfig, merge_layers
-from trainer.errors import ConfigError, LmrunnerError, UsageError, did_you_mean
+from trainer.errors import ConfigError, TrainingInterrupted, UsageError, did_you_mean
 from trainer.rundir import create_run_dir
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -79,21 +79,29 @@ def _job(cfg) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from trainer.launch import start_run
-    from trainer.sweep import job_outcome
+    from trainer.sweep import append_summary_line, job_outcome
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode.name == "MULTIRUN"
     try:
         config = OmegaConf.to_object(cfg)
         layer = requested_layer(config, list(hydra_cfg.overrides.task))
         result = start_run([layer], new_run_dir=lambda: run_dir, overrides=None)
-        outcome = job_outcome(result)
-    except LmrunnerError as err:
-        if hydra_cfg.mode.name != "MULTIRUN":
-            _single_run["error"] = err
-        outcome = job_outcome(error=err)
-    _single_run["outcome"] = outcome
-    return outcome
+        return job_outcome(result)
+    except TrainingInterrupted as err:
+        # Ctrl-C or SIGTERM stops the whole sweep, not just this job: record the job, then
+        # leave Hydra (which would go on to the next job after an ordinary exception).
+        _single_run["error"] = err
+        if in_sweep:
+            append_summary_line(
+                run_dir.parent, hydra_cfg.job.num, list(hydra_cfg.overrides.task), job_outcome(error=err)
+            )
+        raise KeyboardInterrupt from err
+    except Exception as err:
+        if not in_sweep:
+            _single_run["error"] = err  # main.py formats it: one line and its exit code
+        return job_outcome(error=err)
 
 
 def register() -> None:
@@ -121,7 +129,11 @@ def run_hydra(argv: list[str]) -> int:
         argv = [*argv, f"hydra.sweep.dir={create_run_dir(Path('multirun'))}"]
     sys.argv = [sys.argv[0], *argv]
     app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_job)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        if "error" not in _single_run:
+            raise
     if "error" in _single_run:
         raise _single_run["error"]
     return 1 if sweep_outcome["failed"] else 0
@@ -132,13 +144,23 @@ def _check_single_run(overrides: list[str]) -> None:
     model or an unusable resume is refused before anything is written. (Each job of a
     sweep checks itself; a failure there is a line in the sweep's summary.)"""
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from trainer.launch import plan_run
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[o for o in overrides if not o.lstrip("+~").startswith("hydra")])
-    config = OmegaConf.to_object(cfg)
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[o for o in overrides if not o.lstrip("+~").startswith("hydra")])
+        config = OmegaConf.to_object(cfg)
+    except (HydraException, OmegaConfBaseException) as err:
+        # e.g. a sweep (n_layers=2,4) without -m, or deleting a key the schema needs
+        raise ConfigError(
+            f"cannot compose the config: {str(err).strip().splitlines()[0]}",
+            source="command line",
+            hint="see python main.py --help",
+        ) from err
     plan_run([requested_layer(config, overrides)])
 
 

@@ -234,7 +234,7 @@ class Trainer:
         path = ckpt.write_checkpoint(self.run.run_dir / "checkpoints", self.step, writers, self.trainer_state())
         self.last_checkpoint_step, self.last_checkpoint = self.step, path
         self.report("checkpoint", path=str(path))
-        deleted = ckpt.prune_checkpoints(self.run.run_dir / "checkpoints", self.config.keep_last_checkpoints)
+        deleted = ckpt.prune_checkpoints(self.run.run_dir / "checkpoints", self.config.keep_last_checkpoints, self.step)
         if deleted:
             self.report("checkpoint_pruned", paths=[str(p) for p in deleted])
         return path
@@ -271,6 +271,8 @@ def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["torch_cuda"] = torch.cuda.get_rng_state_all()
+    if torch.backends.mps.is_available():
+        state["torch_mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -278,3 +280,5 @@ def _restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch_cpu"])
     if "torch_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["torch_cuda"])
+    if "torch_mps" in state and torch.backends.mps.is_available():
+        torch.mps.set_rng_state(state["torch_mps"])

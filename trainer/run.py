@@ -99,7 +99,7 @@ def run_training(
         _log_start(run, metadata, resume, continuing)
         trainer.fit()
         status = "completed"
-    except TrainingInterrupted:
+    except (TrainingInterrupted, KeyboardInterrupt):  # KeyboardInterrupt: a second Ctrl-C, mid-save
         status = "interrupted"
         raise
     except NonFiniteLossError as err:

@@ -17,6 +17,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from trainer.errors import TrainingInterrupted
+
 SUMMARY_FILE = "summary.jsonl"
 
 # The launching process reads this after a sweep to pick its exit code.
@@ -26,8 +28,9 @@ sweep_outcome: dict[str, Any] = {"failed": 0, "jobs": 0}
 def job_outcome(result=None, error: BaseException | None = None) -> dict[str, Any]:
     """What a job returns to Hydra and what its summary line holds (besides job and overrides)."""
     if error is not None:
+        interrupted = isinstance(error, TrainingInterrupted)
         return {
-            "status": "failed",
+            "status": "interrupted" if interrupted else "failed",
             "exit_code": getattr(error, "exit_code", 1),
             "error": str(error),
             "run_dir": None,
@@ -70,6 +73,13 @@ class SweepSummary(Callback):
         Path(str(summary) + ".lock").unlink(missing_ok=True)
         print(format_table(lines))
         print(f"summary: {summary}")
+
+
+def append_summary_line(sweep_dir: Path, job: int, overrides: list[str], outcome: dict[str, Any]) -> None:
+    line = {"job": job, "overrides": overrides, **outcome}
+    summary = sweep_dir / SUMMARY_FILE
+    with FileLock(str(summary) + ".lock"), summary.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")
 
 
 def read_summary(path: Path) -> list[dict[str, Any]]:

@@ -79,6 +79,8 @@ def test_joblib_launcher_runs_the_sweep(tmp_path, corpus_file):
         (["model=qwen-base", "max_steps=500"], "'qwen-0.5b-base' is not in the registry"),
         (["d_model=100", "n_heads=3"], "must be divisible by n_heads"),
         (["resume=no/such/run"], "not found"),
+        (["n_layers=2,4"], "cannot compose the config"),  # a sweep without -m
+        (["seed=99999999999999999999"], "seed="),
     ],
 )
 def test_errors_exit_2_with_one_line_and_no_run_directory(tmp_path, args, fragment):
@@ -129,3 +131,34 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     result = run_main("training=fast", "n_layers=3", "--cfg", "job", cwd=tmp_path)
     assert result.returncode == 0 and "n_layers: 3" in result.stdout and "eval_cadence: 200" in result.stdout
     assert not (tmp_path / "outputs").exists()
+
+
+def test_ctrl_c_stops_the_whole_sweep(tmp_path, corpus_file):
+    import signal
+    import time
+
+    command = [
+        sys.executable,
+        str(MAIN),
+        "-m",
+        "max_steps=100000",
+        "seed=1,2",
+        "checkpoint_cadence=null",
+        *TINY,
+        f"data_path={corpus_file}",
+    ]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        events = list((tmp_path / "multirun").glob("*/*/0/events.jsonl"))
+        if events and '"event": "step"' in events[0].read_text():
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted by SIGINT" in stderr and "Traceback" not in stderr
+    (sweep,) = sweep_dirs(tmp_path)
+    assert not (sweep / "1").exists()  # the second job never started
+    (line,) = [json.loads(line) for line in (sweep / "summary.jsonl").read_text().splitlines()]
+    assert line["status"] == "interrupted" and line["exit_code"] == 130

@@ -12,7 +12,7 @@ def write(tmp_path, step, payload=b"weights"):
         (directory / "model.bin").write_bytes(payload)
         ckpt.save_tensors({"t": torch.arange(3)}, directory / "optimizer.pt")
 
-    return ckpt.write_checkpoint(tmp_path / "checkpoints", step, [writer], {"run_id": "r"})
+    return ckpt.write_checkpoint(tmp_path / "checkpoints", step, [writer], {"run_id": "r", "config": {}})
 
 
 def test_write_and_verify(tmp_path):
@@ -78,10 +78,38 @@ def test_resolve_resume_path(tmp_path):
 def test_prune_keeps_newest(tmp_path):
     for step in (1, 2, 3, 4):
         write(tmp_path, step)
-    deleted = ckpt.prune_checkpoints(tmp_path / "checkpoints", keep_last=2)
+    deleted = ckpt.prune_checkpoints(tmp_path / "checkpoints", keep_last=2, newest_step=4)
     assert [p.name for p in deleted] == ["step-00000001", "step-00000002"]
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == ["step-00000003", "step-00000004"]
-    assert ckpt.prune_checkpoints(tmp_path / "checkpoints", keep_last=None) == []
+    assert ckpt.prune_checkpoints(tmp_path / "checkpoints", keep_last=None, newest_step=4) == []
+
+
+def test_prune_never_counts_later_steps_against_the_one_just_written(tmp_path):
+    for step in (10, 20, 55):  # 55: a later, damaged directory this run did not write
+        write(tmp_path, step)
+    (tmp_path / "checkpoints" / "step-00000055" / "optimizer.pt").write_bytes(b"x")
+    write(tmp_path, 30)
+    deleted = ckpt.prune_checkpoints(tmp_path / "checkpoints", keep_last=1, newest_step=30)
+    assert [p.name for p in deleted] == ["step-00000010", "step-00000020"]
+    assert ckpt.latest_valid_checkpoint(tmp_path / "checkpoints").name == "step-00000030"
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    ['{"format_version": "x", "files": {}}', '{"format_version": 1, "files": {"model.bin": 3}}', "[]"],
+)
+def test_malformed_manifest_is_a_checkpoint_error(tmp_path, manifest):
+    path = write(tmp_path, 5)
+    (path / "manifest.json").write_text(manifest)
+    with pytest.raises(CheckpointError, match="unreadable"):
+        ckpt.verify_checkpoint(path)
+
+
+def test_latest_passes_over_same_size_corruption(tmp_path):
+    write(tmp_path, 10)
+    newest = write(tmp_path, 20, b"weights")
+    (newest / "model.bin").write_bytes(b"WEIGHTS")  # same size, other bytes
+    assert ckpt.latest_valid_checkpoint(tmp_path / "checkpoints").name == "step-00000010"
 
 
 def test_rewriting_a_step_replaces_it_whole(tmp_path):
