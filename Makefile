@@ -22,3 +22,4 @@ format:
 
 bench:
 	$(PYTHON) bench/throughput.py
+	$(PYTHON) bench/registry_cli.py

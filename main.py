@@ -35,6 +35,12 @@ Hydra front door (the default): config groups and key=value overrides composed o
   Runs go to outputs/<date>/<time>/, sweeps to multirun/<date>/<time>/<job>/.
   Hydra's own options: python main.py --hydra-help
 
+Model registry (./models, or $LMRUNNER_HOME):
+  python main.py import-model Qwen/Qwen2.5-0.5B --name qwen-0.5b-base   from the Hub, or a local directory
+  python main.py list-models | model-info NAME | delete-model NAME | validate-registry
+  python main.py register-model outputs/DATE/TIME/checkpoints/step-N --name NAME
+  python main.py SUBCOMMAND --help                    the options of each
+
 Plain front door: a YAML file (see configs/) with the same keys.
   python main.py --config configs/small-model.yaml --max-steps 50
   python main.py --help-config                        all flags of the plain front door
@@ -154,6 +160,12 @@ def route(argv: list[str]) -> int:
 
         print(OVERVIEW.format(models="|".join(group_options("model")), trainings="|".join(group_options("training"))))
         return 0
+    from registry.cli import SUBCOMMANDS
+
+    if argv and argv[0] in SUBCOMMANDS:
+        from registry.cli import main as registry_main
+
+        return registry_main(argv)
     if any(arg.split("=", 1)[0] in PLAIN_FLAGS for arg in argv):
         return run_plain(argv)
     from trainer.hydra_app import run_hydra

@@ -52,3 +52,33 @@ def read_events(run_dir: Path) -> list[dict]:
 def step_losses(run_dir: Path) -> dict[int, float]:
     """step -> loss, the last record winning (a resume may repeat steps after a crash)."""
     return {e["step"]: e["loss"] for e in read_events(run_dir) if e["event"] == "step"}
+
+
+def build_tiny_qwen(directory: Path) -> Path:
+    """A real Qwen2 causal LM in Hugging Face layout, small enough to build in a second."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    config = transformers.Qwen2Config(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    transformers.Qwen2ForCausalLM(config).save_pretrained(directory)
+    vocab = {chr(i + 32): i for i in range(64)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=" "))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token=" ", eos_token="~")
+    fast.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory) -> Path:
+    return build_tiny_qwen(tmp_path_factory.mktemp("hf") / "tiny-qwen")

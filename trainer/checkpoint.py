@@ -10,7 +10,6 @@ manifest does not verify is never loaded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 from trainer.errors import CheckpointError
+from trainer.files import fsync_dir, fsync_file, sha256_of
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -52,19 +52,19 @@ def write_checkpoint(checkpoints_dir: Path, step: int, writers: list[FileWriter]
         "format_version": FORMAT_VERSION,
         "step": step,
         "files": {
-            name: {"sha256": _sha256(partial / name), "bytes": (partial / name).stat().st_size} for name in files
+            name: {"sha256": sha256_of(partial / name), "bytes": (partial / name).stat().st_size} for name in files
         },
     }
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     for name in [*files, MANIFEST]:
-        _fsync_file(partial / name)
-    _fsync_dir(partial)
+        fsync_file(partial / name)
+    fsync_dir(partial)
     if final.exists():  # the same step saved again (e.g. a resumed run): replace it whole
         stale = checkpoints_dir / f".stale-{final.name}-{os.getpid()}"
         os.replace(final, stale)
         shutil.rmtree(stale)
     os.replace(partial, final)
-    _fsync_dir(checkpoints_dir)
+    fsync_dir(checkpoints_dir)
     return final
 
 
@@ -104,7 +104,7 @@ def verify_checkpoint(path: Path, hash_files: bool = True) -> dict[str, Any]:
             raise CheckpointError(f"corrupt checkpoint: {name} is missing", str(path))
         if file.stat().st_size != size:
             raise CheckpointError(f"corrupt checkpoint: {name} is truncated or altered (size differs)", str(path))
-        if hash_files and _sha256(file) != sha256:
+        if hash_files and sha256_of(file) != sha256:
             raise CheckpointError(f"corrupt checkpoint: {name} does not match its sha256", str(path))
     if TRAINER_STATE not in listed:
         raise CheckpointError(f"corrupt checkpoint: the manifest does not list {TRAINER_STATE}", str(path))
@@ -183,24 +183,3 @@ def save_tensors(obj: Any, path: Path) -> None:
 def load_tensors(path: Path) -> Any:
     # weights_only: a checkpoint can never run code when loaded.
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -27,11 +27,16 @@ def plan_run(layers: list[ConfigLayer]) -> tuple[TrainingConfig, ResumePlan | No
 
 
 def check_model_selection(config: TrainingConfig) -> None:
-    """Until the model registry exists, only the custom Transformer can be trained; say so
-    rather than silently training something other than what was asked for."""
+    """Only the custom Transformer trains in this version: a model_name is looked up (an
+    unknown one lists what the registry holds) and then refused with what to do, rather
+    than silently training something other than what was asked for."""
     if config.model_name is not None:
+        from registry.store import Registry
+
+        entry = Registry().get(config.model_name)
         raise ConfigError(
-            f"model_name={config.model_name!r} is not in the registry (this version has no model registry yet)",
+            f"model_name={config.model_name!r} is a registered {entry.architecture_type} model, but training "
+            "imported models is not available in this version",
             key="model_name",
             hint="set model_name to null to train the custom Transformer from scratch",
         )

@@ -129,7 +129,7 @@ def test_help_lists_options():
         (["--config", "{latin1}"], 2, ["latin1.txt", "UTF-8"]),
         (["sampling_prompt=${foo}"], 2, ["cannot resolve"]),
         (["seed=99999999999999999999"], 2, ["seed="]),
-        (["model_name=qwen-0.5b-base"], 2, ["model_name='qwen-0.5b-base' is not in the registry"]),
+        (["model_name=qwen-0.5b-base"], 2, ["'qwen-0.5b-base' is not in the registry", "available: none yet"]),
         (["--data", "missing.txt"], 3, ["missing.txt", "not found"]),
         (["--data", "{empty}"], 3, ["empty.txt", "empty"]),
         (["--data", "{latin1}"], 3, ["latin1.txt", "not UTF-8"]),

@@ -1,0 +1,295 @@
+"""Importing models: from the Hugging Face Hub (through huggingface_hub and its cache) or
+from a local directory in Hugging Face layout, and registering training checkpoints.
+
+The files are staged in a hidden directory under the registry root, hashed, and renamed
+into place under the registry lock just before the entry is written: an interrupted import
+leaves no entry and nothing that looks complete (validate-registry points at the leftover).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import uuid
+from collections.abc import Iterable
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+from registry.store import (
+    DELETING_PREFIX,
+    STAGING_PREFIX,
+    ModelEntry,
+    Registry,
+    describe_files,
+    validate_name,
+)
+from trainer.errors import ImportModelError, UsageError
+
+# What a causal LM needs to load and tokenize; nothing else (no README, no .bin twins).
+NEEDED_FILES = [
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+]
+PICKLE_WEIGHTS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+# config.json's model_type -> the registry's architecture_type (one adapter per family).
+ARCHITECTURE_TYPES = {
+    "qwen2": "qwen",
+    "qwen3": "qwen",
+    "qwen2_moe": "qwen",
+    "qwen3_moe": "qwen",
+    "llama": "llama",
+    "mistral": "mistral",
+    "mixtral": "mistral",
+    "gemma": "gemma",
+    "gemma2": "gemma",
+    "gemma3_text": "gemma",
+    "phi": "phi",
+    "phi3": "phi",
+    "gpt2": "gpt2",
+    "gpt_neox": "gpt-neox",
+}
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def import_model(
+    registry: Registry,
+    source: str,
+    name: str | None = None,
+    revision: str | None = None,
+    force: bool = False,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> ModelEntry:
+    local = Path(source)
+    if local.is_dir():
+        name = validate_name(name if name is not None else local.resolve().name.lower())
+        origin = {"source": "local", "source_path": str(local.resolve()), "model_id": None, "revision": None}
+        files_dir = local
+    elif _REPO_ID.match(source):
+        name = validate_name(name if name is not None else source.split("/")[-1].lower())
+        _refuse_existing(registry, name, force)  # before a long download
+        files_dir = download(source, revision, allow_pickle)
+        origin = {"source": "huggingface", "source_path": None, "model_id": source, "revision": files_dir.name}
+    else:
+        raise UsageError(
+            f"{source!r} is neither a local directory nor a Hub repo id (owner/name)",
+            hint="e.g. python main.py import-model Qwen/Qwen2.5-0.5B, or a directory with config.json",
+        )
+    _refuse_existing(registry, name, force)
+    config = _read_config(files_dir)
+    _check_loadable(files_dir, config, trust_remote_code, allow_pickle)
+    staged = _stage(registry, name, files_dir, _selected(files_dir, allow_pickle))
+    model_type = config.get("model_type")
+    entry = ModelEntry(
+        name=name,
+        architecture_type=ARCHITECTURE_TYPES.get(model_type, model_type or "unknown"),
+        model_type=model_type,
+        local_path=name,
+        num_parameters=count_parameters(staged),
+        tokenizer=_tokenizer_class(staged),
+        **origin,
+    )
+    return commit_staged(registry, entry, staged, force)
+
+
+def download(repo_id: str, revision: str | None, allow_pickle: bool) -> Path:
+    """The repo's needed files in the Hugging Face cache; the folder is named by the commit sha.
+
+    HF_HUB_OFFLINE=1 makes this read the cache alone.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    patterns = NEEDED_FILES + (PICKLE_WEIGHTS if allow_pickle else [])
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except GatedRepoError as err:  # a subclass of RepositoryNotFoundError: catch it first
+        raise ImportModelError(
+            f"{repo_id} is gated: accept its license on huggingface.co and log in",
+            hint="run: hf auth login (or set HF_TOKEN), then import again",
+            exit_code=2,
+        ) from err
+    except RepositoryNotFoundError as err:
+        raise ImportModelError(
+            f"repository {repo_id} not found on the Hub (or private)",
+            hint="check the repo id (owner/name), or log in if it is private",
+            exit_code=2,
+        ) from err
+    except RevisionNotFoundError as err:
+        raise ImportModelError(
+            f"revision {revision!r} not found in {repo_id}",
+            hint="give a branch, tag or commit sha that exists",
+            exit_code=2,
+        ) from err
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
+        raise ImportModelError(
+            f"cannot reach the Hugging Face Hub and {repo_id} is not in the local cache",
+            hint="connect to the internet, or download it first on a machine that can and copy the cache",
+        ) from err
+    except HfHubHTTPError as err:
+        raise ImportModelError(f"the Hub refused the download of {repo_id}: {str(err).splitlines()[0]}") from err
+
+
+def register_checkpoint(registry: Registry, checkpoint: Path, name: str, force: bool = False) -> ModelEntry:
+    """A training checkpoint as a new registry model (source finetune), lineage included."""
+    from trainer.checkpoint import verify_checkpoint
+
+    validate_name(name)
+    _refuse_existing(registry, name, force)
+    state = verify_checkpoint(checkpoint)
+    lineage = state.get("lineage", {})
+    parent = lineage.get("fine_tuned_from")
+    if parent is not None and parent not in registry.entries():
+        raise UsageError(
+            f"the checkpoint was fine-tuned from '{parent}', which is not in the registry",
+            hint="import or register the parent model first",
+        )
+    files = [p for p in sorted(checkpoint.iterdir()) if p.is_file() and p.name not in ("optimizer.pt", "rng_state.pt")]
+    staged = _stage(registry, name, checkpoint, files)
+    entry = ModelEntry(
+        name=name,
+        source="finetune",
+        architecture_type=lineage.get("architecture_type", "custom-transformer"),
+        model_type=lineage.get("model_type"),
+        model_id=lineage.get("model_id"),
+        local_path=name,
+        num_parameters=count_parameters(staged),
+        tokenizer=state.get("tokenizer"),
+        fine_tuned_from=parent,
+        source_path=str(checkpoint.resolve()),
+        run_id=state.get("run_id"),
+        step=state.get("step"),
+        config_hash=state.get("config_hash"),
+    )
+    return commit_staged(registry, entry, staged, force)
+
+
+def commit_staged(registry: Registry, entry: ModelEntry, staged: Path, force: bool) -> ModelEntry:
+    """Hash the staged files, then, under the lock, rename them into place and write the entry."""
+    entry.files = describe_files(staged)
+    entry.disk_size_bytes = sum(f["bytes"] for f in entry.files.values())
+    final = registry.root / entry.local_path
+    replaced = None
+    try:
+        with registry.editing() as entries:
+            if entry.name in entries and not force:
+                raise UsageError(f"model '{entry.name}' is already in the registry", hint="add --force to replace it")
+            if final.exists() or final.is_symlink():
+                replaced = final.with_name(f"{DELETING_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}")
+                final.rename(replaced)
+            staged.rename(final)
+            entries[entry.name] = entry
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # gone already unless something failed
+    if replaced is not None:
+        remove_tree(replaced)
+    return entry
+
+
+def count_parameters(directory: Path) -> int | None:
+    """Parameters from the safetensors headers alone (no weights are read)."""
+    from safetensors import safe_open
+
+    total, found = 0, False
+    for path in directory.glob("*.safetensors"):
+        with safe_open(str(path), framework="numpy") as handle:
+            for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                total += _product(handle.get_slice(key).get_shape())
+                found = True
+    return total if found else None
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a directory without following links out of it (a link is unlinked, not entered)."""
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
+
+
+def _refuse_existing(registry: Registry, name: str, force: bool) -> None:
+    if not force and name in registry.entries():
+        raise UsageError(f"model '{name}' is already in the registry", hint="add --force to replace it")
+
+
+def _read_config(directory: Path) -> dict[str, Any]:
+    try:
+        return json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ImportModelError(
+            f"{directory} has no config.json: not a Hugging Face model directory", exit_code=2
+        ) from err
+    except ValueError as err:
+        raise ImportModelError(f"{directory}/config.json is not valid JSON ({err})", exit_code=2) from err
+
+
+def _check_loadable(directory: Path, config: dict[str, Any], trust_remote_code: bool, allow_pickle: bool) -> None:
+    if "auto_map" in config and not trust_remote_code:
+        raise ImportModelError(
+            "this model needs custom code from its repository (config.json has auto_map)",
+            hint="add --trust-remote-code if you trust its authors",
+            exit_code=2,
+        )
+    if not list(directory.glob("*.safetensors")):
+        pickled = [p for p in directory.iterdir() if any(fnmatch(p.name, pat) for pat in PICKLE_WEIGHTS)]
+        if not pickled:
+            raise ImportModelError(f"{directory} holds no weights (*.safetensors)", exit_code=2)
+        if not allow_pickle:
+            raise ImportModelError(
+                "the weights are only in pickle format (.bin), which can run code when loaded",
+                hint="add --allow-pickle if you trust the source",
+                exit_code=2,
+            )
+
+
+def _selected(directory: Path, allow_pickle: bool) -> list[Path]:
+    patterns = NEEDED_FILES + (PICKLE_WEIGHTS if allow_pickle else [])
+    return [p for p in sorted(directory.iterdir()) if p.is_file() and any(fnmatch(p.name, pat) for pat in patterns)]
+
+
+def _stage(registry: Registry, name: str, source: Path, files: Iterable[Path]) -> Path:
+    registry.root.mkdir(parents=True, exist_ok=True)
+    staged = registry.root / f"{STAGING_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+    staged.mkdir()
+    for path in files:
+        shutil.copyfile(path, staged / path.name)  # follows the cache's links to the real blobs
+    return staged
+
+
+def _tokenizer_class(directory: Path) -> str | None:
+    config = directory / "tokenizer_config.json"
+    if config.is_file():
+        return json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
+    if (directory / "tokenizer.json").is_file():
+        data = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))
+        if data.get("type") == "char":
+            return f"char:{len(data['chars'])}"
+    return None
+
+
+def _product(shape: Iterable[int]) -> int:
+    result = 1
+    for dim in shape:
+        result *= dim
+    return result

@@ -1,0 +1,111 @@
+"""Deleting models and validating the registry as a whole."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+from registry.hub import remove_tree
+from registry.store import (
+    DELETING_PREFIX,
+    INDEX_FILE,
+    LOCK_FILE,
+    STAGING_PREFIX,
+    ModelEntry,
+    Registry,
+    inside,
+    sha256_of,
+)
+from trainer.errors import ModelNotFoundError, RegistryError, UsageError
+
+
+def delete_model(registry: Registry, name: str, force: bool = False) -> ModelEntry:
+    """Remove an entry and its directory.
+
+    Under the lock the directory is renamed to a hidden .deleting-* name and the entry
+    removed; the files are deleted after. A crash in between leaves a state that
+    validate-registry names (an entry without files, or a leftover .deleting-* directory).
+    """
+    with registry.editing() as entries:
+        if name not in entries:
+            raise ModelNotFoundError(name, sorted(entries))
+        children = sorted(n for n, e in entries.items() if e.fine_tuned_from == name)
+        if children and not force:
+            raise UsageError(
+                f"'{name}' has fine-tunes in the registry: {', '.join(children)}",
+                hint="delete those first, or add --force (they keep a dangling fine_tuned_from)",
+            )
+        entry = entries.pop(name)
+        directory = registry.model_dir(entry)
+        doomed = None
+        if directory.is_symlink() or (directory.exists() and inside(registry.root, directory)):
+            doomed = registry.root / f"{DELETING_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+            directory.rename(doomed)  # renames a link itself, never its target
+    if doomed is not None:
+        remove_tree(doomed)
+    return entry
+
+
+def validate_registry(registry: Registry, quick: bool = False) -> list[str]:
+    """Every problem found, as one line each; empty when the registry is consistent."""
+    if not registry.root.exists():
+        return []
+    try:
+        entries = registry.entries()
+    except RegistryError as err:
+        return [str(err)]
+    problems: list[str] = []
+    for name, entry in sorted(entries.items()):
+        problems += [f"{name}: {problem}" for problem in check_entry(registry, entry, entries, quick)]
+    known = {entry.local_path for entry in entries.values()}
+    for path in sorted(registry.root.iterdir()):
+        if path.name in (INDEX_FILE, LOCK_FILE) or path.name.startswith(f".{INDEX_FILE}"):
+            continue
+        if path.name.startswith(STAGING_PREFIX):
+            problems.append(f"{path.name}: left by an interrupted import (no entry uses it); delete it")
+        elif path.name.startswith(DELETING_PREFIX):
+            problems.append(f"{path.name}: left by an interrupted delete-model; delete it")
+        elif path.name not in known:
+            problems.append(f"{path.name}: a directory that no registry entry uses (orphan)")
+    return problems
+
+
+def check_entry(registry: Registry, entry: ModelEntry, entries: dict[str, ModelEntry], quick: bool) -> list[str]:
+    directory = registry.model_dir(entry)
+    if not inside(registry.root, directory):
+        return [f"local_path {entry.local_path!r} points outside the registry root"]
+    if not directory.is_dir():
+        return [f"directory {directory} is missing"]
+    problems = []
+    for relative, expected in sorted(entry.files.items()):
+        path = directory / relative
+        if not path.is_file():
+            problems.append(f"file {path} is missing")
+        elif path.stat().st_size != expected["bytes"]:
+            problems.append(f"file {path} has {path.stat().st_size} bytes, expected {expected['bytes']}")
+        elif not quick and sha256_of(path) != expected["sha256"]:
+            problems.append(f"file {path} does not match its sha256")
+    problems += _check_readable(directory, entry)
+    if entry.fine_tuned_from is not None and entry.fine_tuned_from not in entries:
+        problems.append(f"fine_tuned_from '{entry.fine_tuned_from}' is not in the registry (dangling)")
+    return problems
+
+
+def _check_readable(directory: Path, entry: ModelEntry) -> list[str]:
+    problems = []
+    config = directory / "config.json"
+    if config.is_file():
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except ValueError as err:
+            problems.append(f"config.json does not parse ({err})")
+    for weights in sorted(directory.glob("*.safetensors")):
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(weights), framework="numpy") as handle:
+                handle.keys()
+        except Exception as err:  # safetensors raises its own error types for a bad header
+            problems.append(f"{weights.name}: safetensors header unreadable ({err})")
+    return problems

@@ -1,0 +1,156 @@
+"""The registry index: ``<root>/registry.json`` plus one directory per model.
+
+Reads need no lock: the index is only ever replaced whole (write a temporary file, fsync,
+rename), so a reader sees the old index or the new one. Every write holds the file lock,
+re-reads the index, changes it and replaces it. An index that cannot be read is reported
+(exit 5) and never overwritten.
+
+No torch and no transformers here: list-models and model-info must answer at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from trainer.errors import ModelNotFoundError, RegistryError, UsageError
+from trainer.files import sha256_of
+
+SCHEMA_VERSION = 1
+INDEX_FILE = "registry.json"
+LOCK_FILE = ".registry.lock"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# Hidden working directories: an import being staged, a delete being finished.
+STAGING_PREFIX = ".importing-"
+DELETING_PREFIX = ".deleting-"
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("LMRUNNER_HOME") or "models")
+
+
+def validate_name(name: str) -> str:
+    if not NAME_PATTERN.match(name or "") or name in (".", ".."):
+        raise UsageError(
+            f"invalid model name {name!r}: use 1-64 lower-case letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (no '/', no '..')",
+            hint="e.g. --name qwen2.5-0.5b",
+        )
+    return name
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    source: str  # huggingface | local | finetune
+    architecture_type: str  # qwen, llama, ..., custom-transformer
+    local_path: str  # relative to the registry root
+    model_id: str | None = None  # the Hugging Face repo id it came from
+    model_type: str | None = None  # config.json's model_type
+    revision: str | None = None  # the commit sha it was downloaded at
+    num_parameters: int | None = None
+    disk_size_bytes: int = 0
+    tokenizer: str | None = None
+    fine_tuned_from: str | None = None
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # relative path -> {sha256, bytes}
+    source_path: str | None = None  # the local directory or checkpoint it was imported from
+    run_id: str | None = None  # for fine-tunes: the run, step and config they came from
+    step: int | None = None
+    config_hash: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelEntry:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+class Registry:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+        self.index_path = self.root / INDEX_FILE
+
+    # --- reading --------------------------------------------------------------------
+
+    def entries(self) -> dict[str, ModelEntry]:
+        if not self.index_path.exists():
+            return {}
+        try:
+            data = json.loads(self.index_path.read_text(encoding="utf-8"))
+            if data.get("schema_version") != SCHEMA_VERSION:
+                raise ValueError(f"schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+            return {name: ModelEntry.from_dict(values) for name, values in data["entries"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise RegistryError(
+                f"the registry index {self.index_path} is unreadable ({err}); it was left as it is",
+                hint="restore it from a backup or move it aside; the model directories are untouched",
+            ) from err
+
+    def get(self, name: str) -> ModelEntry:
+        entries = self.entries()
+        if name not in entries:
+            raise ModelNotFoundError(name, sorted(entries))
+        return entries[name]
+
+    def model_dir(self, entry: ModelEntry) -> Path:
+        return self.root / entry.local_path
+
+    def lineage(self, name: str) -> list[str]:
+        """The chain root -> ... -> name along fine_tuned_from (stops at a missing parent or a cycle)."""
+        entries = self.entries()
+        chain = [name]
+        while (parent := entries[chain[-1]].fine_tuned_from if chain[-1] in entries else None) is not None:
+            if parent in chain:
+                break
+            chain.append(parent)
+        return list(reversed(chain))
+
+    def children(self, name: str) -> list[str]:
+        return sorted(n for n, e in self.entries().items() if e.fine_tuned_from == name)
+
+    # --- writing --------------------------------------------------------------------
+
+    @contextmanager
+    def editing(self) -> Iterator[dict[str, ModelEntry]]:
+        """Lock, re-read, let the caller change the entries, then replace the index atomically."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / LOCK_FILE), timeout=120):
+            entries = self.entries()
+            yield entries
+            self._write(entries)
+
+    def _write(self, entries: dict[str, ModelEntry]) -> None:
+        data = {"schema_version": SCHEMA_VERSION, "entries": {n: entries[n].to_dict() for n in sorted(entries)}}
+        partial = self.index_path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
+        with partial.open("w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, self.index_path)
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` (links resolved) lies under ``root``."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def describe_files(directory: Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file under ``directory``, by relative path."""
+    return {
+        str(path.relative_to(directory)): {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }

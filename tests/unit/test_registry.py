@@ -1,0 +1,194 @@
+"""The registry in-process: index, import (local and Hub cache), lineage, delete, validate."""
+
+import json
+import shutil
+
+import pytest
+
+from registry.hub import count_parameters, import_model, register_checkpoint
+from registry.manage import delete_model, validate_registry
+from registry.store import ModelEntry, Registry, validate_name
+from trainer.errors import ImportModelError, ModelNotFoundError, RegistryError, UsageError
+
+
+@pytest.fixture
+def registry(tmp_path):
+    return Registry(tmp_path / "models")
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-0.5b", "a", "x_y-z.1", "a" * 64])
+def test_valid_names(name):
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "/abs", "", "A", "-x", ".hidden", "a" * 65, "..", "a b"])
+def test_invalid_names(name):
+    with pytest.raises(UsageError):
+        validate_name(name)
+
+
+def test_import_local_records_everything(registry, tiny_qwen_dir):
+    entry = import_model(registry, str(tiny_qwen_dir), name="tiny")
+    assert (entry.source, entry.architecture_type, entry.model_type) == ("local", "qwen", "qwen2")
+    from transformers import AutoModelForCausalLM
+
+    assert entry.num_parameters == AutoModelForCausalLM.from_pretrained(tiny_qwen_dir).num_parameters()
+    model_dir = registry.model_dir(entry)
+    assert set(entry.files) == {p.name for p in model_dir.iterdir()}
+    assert entry.disk_size_bytes == sum(p.stat().st_size for p in model_dir.iterdir())
+    assert registry.get("tiny") == entry
+    assert validate_registry(registry) == []
+    assert not [p for p in registry.root.iterdir() if p.name.startswith(".importing")]
+
+
+def test_default_name_and_duplicates(registry, tiny_qwen_dir):
+    assert import_model(registry, str(tiny_qwen_dir)).name == "tiny-qwen"
+    with pytest.raises(UsageError, match="already in the registry") as info:
+        import_model(registry, str(tiny_qwen_dir))
+    assert "--force" in info.value.hint
+    import_model(registry, str(tiny_qwen_dir), force=True)
+    assert list(registry.entries()) == ["tiny-qwen"] and validate_registry(registry) == []
+
+
+def test_remote_code_and_pickle_are_refused_unless_allowed(registry, tiny_qwen_dir, tmp_path):
+    remote = tmp_path / "remote"
+    shutil.copytree(tiny_qwen_dir, remote)
+    config = json.loads((remote / "config.json").read_text())
+    (remote / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "x.Y"}}))
+    with pytest.raises(ImportModelError, match="custom code"):
+        import_model(registry, str(remote))
+    assert import_model(registry, str(remote), trust_remote_code=True).name == "remote"
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_qwen_dir, pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    with pytest.raises(ImportModelError, match="pickle") as info:
+        import_model(registry, str(pickled))
+    assert info.value.exit_code == 2
+    assert "pytorch_model.bin" in import_model(registry, str(pickled), allow_pickle=True).files
+
+
+def test_hub_import_from_prefilled_cache_offline(registry, tiny_qwen_dir, tmp_path, monkeypatch):
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--tiny-qwen"
+    shutil.copytree(tiny_qwen_dir, repo / "snapshots" / sha)
+    (repo / "snapshots" / sha / "README.md").write_text("not needed, not imported")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    entry = import_model(registry, "acme/tiny-qwen")
+    assert (entry.name, entry.model_id, entry.revision, entry.source) == (
+        "tiny-qwen",
+        "acme/tiny-qwen",
+        sha,
+        "huggingface",
+    )
+    assert "README.md" not in entry.files
+    with pytest.raises(ImportModelError, match="not in the local cache") as info:
+        import_model(registry, "acme/absent")
+    assert info.value.exit_code == 1
+
+
+def test_unknown_source(registry):
+    with pytest.raises(UsageError, match="neither a local directory nor a Hub repo id"):
+        import_model(registry, "not a repo")
+
+
+def test_lineage_children_and_delete_rules(registry, tiny_qwen_dir):
+    import_model(registry, str(tiny_qwen_dir), name="base")
+    with registry.editing() as entries:
+        base = entries["base"]
+        for name, parent in (("ft1", "base"), ("ft2", "ft1")):
+            entries[name] = ModelEntry.from_dict(
+                {**base.to_dict(), "name": name, "fine_tuned_from": parent, "source": "finetune"}
+            )
+    assert registry.lineage("ft2") == ["base", "ft1", "ft2"]
+    assert registry.children("base") == ["ft1"]
+    with pytest.raises(UsageError, match="ft1"):
+        delete_model(registry, "base")
+    with pytest.raises(ModelNotFoundError, match="did you mean 'base'"):
+        registry.get("bse")
+
+
+def test_delete_removes_directory_and_never_follows_links_out(registry, tiny_qwen_dir, tmp_path):
+    import_model(registry, str(tiny_qwen_dir), name="real")
+    delete_model(registry, "real")
+    assert registry.entries() == {} and not (registry.root / "real").exists()
+    outside = tmp_path / "precious"
+    shutil.copytree(tiny_qwen_dir, outside)
+    import_model(registry, str(tiny_qwen_dir), name="linked")
+    shutil.rmtree(registry.root / "linked")
+    (registry.root / "linked").symlink_to(outside, target_is_directory=True)
+    assert any("outside the registry" in p for p in validate_registry(registry))
+    delete_model(registry, "linked")
+    assert (outside / "model.safetensors").is_file() and not (registry.root / "linked").exists()
+
+
+def test_validate_reports_every_problem(registry, tiny_qwen_dir):
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    import_model(registry, str(tiny_qwen_dir), name="b")
+    (registry.root / "a" / "tokenizer.json").unlink()
+    weights = registry.root / "b" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))  # same size, other bytes
+    (registry.root / "orphan").mkdir()
+    (registry.root / ".importing-c-1").mkdir()
+    with registry.editing() as entries:
+        entries["b"].fine_tuned_from = "gone"
+    problems = validate_registry(registry)
+    text = "\n".join(problems)
+    for fragment in (
+        "a: file",
+        "tokenizer.json is missing",
+        "b: file",
+        "sha256",
+        "dangling",
+        "orphan",
+        ".importing-c-1",
+    ):
+        assert fragment in text
+    assert "sha256" not in "\n".join(validate_registry(registry, quick=True))
+
+
+def test_corrupt_index_is_reported_and_never_overwritten(registry, tiny_qwen_dir):
+    registry.root.mkdir(parents=True)
+    registry.index_path.write_text("{broken")
+    with pytest.raises(RegistryError) as info:
+        registry.entries()
+    assert info.value.exit_code == 5
+    with pytest.raises(RegistryError):
+        import_model(registry, str(tiny_qwen_dir), name="x")
+    assert registry.index_path.read_text() == "{broken"
+    assert "unreadable" in validate_registry(registry)[0]
+
+
+def test_register_custom_checkpoint(registry, tmp_path, corpus_file):
+    from trainer.config import TrainingConfig
+    from trainer.run import run_training
+
+    config = TrainingConfig(
+        n_layers=1,
+        d_model=32,
+        n_heads=2,
+        d_ff=64,
+        max_seq_len=32,
+        batch_size=8,
+        max_steps=2,
+        seed=1,
+        data_path=str(corpus_file),
+    )
+    (tmp_path / "run").mkdir()
+    result = run_training(config, tmp_path / "run", console=False)
+    entry = register_checkpoint(registry, result.checkpoint, "my-char")
+    assert (entry.source, entry.architecture_type, entry.fine_tuned_from) == ("finetune", "custom-transformer", None)
+    assert (entry.run_id, entry.step) == (result.run_id, 2) and entry.config_hash
+    assert entry.tokenizer.startswith("char:") and entry.num_parameters > 0
+    assert "optimizer.pt" not in entry.files and validate_registry(registry) == []
+    assert count_parameters(registry.model_dir(entry)) == entry.num_parameters
+    with pytest.raises(UsageError, match="already"):
+        register_checkpoint(registry, result.checkpoint, "my-char")
