@@ -38,6 +38,7 @@ RESUMABLE_KEYS = frozenset(
         "keep_last_checkpoints",
         "device",
         "resume",
+        "registry_dir",  # where to find models, not which
     }
 )
 
@@ -92,6 +93,7 @@ class TrainingConfig:
     # --- model selection ---
     model_name: str | None = None
     tokenizer: str | None = None
+    registry_dir: str | None = None
 
     # --- run control ---
     resume: str | None = None

@@ -33,7 +33,7 @@ def check_model_selection(config: TrainingConfig) -> None:
     if config.model_name is not None:
         from registry.store import Registry
 
-        entry = Registry().get(config.model_name)
+        entry = Registry(Path(config.registry_dir) if config.registry_dir else None).get(config.model_name)
         raise ConfigError(
             f"model_name={config.model_name!r} is a registered {entry.architecture_type} model, but training "
             "imported models is not available in this version",
