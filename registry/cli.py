@@ -131,7 +131,7 @@ def model_info(registry: Registry, args: argparse.Namespace) -> int:
     lineage, children = registry.lineage(entry.name), registry.children(entry.name)
     if args.json:
         print(json.dumps({**entry.to_dict(), "lineage": lineage, "children": children, "problems": problems}, indent=2))
-        return 0
+        return 5 if problems else 0
     for key, value in entry.to_dict().items():
         if key != "files":
             print(f"{key:>18}: {value}")
@@ -141,13 +141,19 @@ def model_info(registry: Registry, args: argparse.Namespace) -> int:
     for relative, described in sorted(entry.files.items()):
         print(f"{'':>20}{relative} ({_size(described['bytes'])})")
     print(f"{'status':>18}: " + ("files present and intact" if not problems else "; ".join(problems)))
-    return 0
+    return 5 if problems else 0
 
 
 def delete_model(registry: Registry, args: argparse.Namespace) -> int:
     from registry.manage import delete_model as do_delete
 
     entry = registry.get(args.name)
+    children = registry.children(entry.name)
+    if children and not args.force:  # say so before asking, not after
+        raise UsageError(
+            f"'{entry.name}' has fine-tunes in the registry: {', '.join(children)}",
+            hint="delete those first, or add --force (they keep a dangling fine_tuned_from)",
+        )
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError(f"not deleting '{entry.name}' without confirmation", hint="add --yes")

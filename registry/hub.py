@@ -12,10 +12,13 @@ import json
 import re
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from registry.store import (
     DELETING_PREFIX,
@@ -82,7 +85,7 @@ def import_model(
     elif _REPO_ID.match(source):
         name = validate_name(name if name is not None else source.split("/")[-1].lower())
         _refuse_existing(registry, name, force)  # before a long download
-        files_dir = download(source, revision, allow_pickle)
+        files_dir = download(source, revision, allow_pickle, trust_remote_code)
         origin = {"source": "huggingface", "source_path": None, "model_id": source, "revision": files_dir.name}
     else:
         raise UsageError(
@@ -92,21 +95,22 @@ def import_model(
     _refuse_existing(registry, name, force)
     config = _read_config(files_dir)
     _check_loadable(files_dir, config, trust_remote_code, allow_pickle)
-    staged = _stage(registry, name, files_dir, _selected(files_dir, allow_pickle))
-    model_type = config.get("model_type")
-    entry = ModelEntry(
-        name=name,
-        architecture_type=ARCHITECTURE_TYPES.get(model_type, model_type or "unknown"),
-        model_type=model_type,
-        local_path=name,
-        num_parameters=count_parameters(staged),
-        tokenizer=_tokenizer_class(staged),
-        **origin,
-    )
-    return commit_staged(registry, entry, staged, force)
+    files = _selected(files_dir, allow_pickle, trust_remote_code)
+    with staging(registry, name, files) as staged:
+        model_type = config.get("model_type")
+        entry = ModelEntry(
+            name=name,
+            architecture_type=ARCHITECTURE_TYPES.get(model_type, model_type or "unknown"),
+            model_type=model_type,
+            local_path=name,
+            num_parameters=count_parameters(staged),
+            tokenizer=_tokenizer_class(staged),
+            **origin,
+        )
+        return commit_staged(registry, entry, staged, force)
 
 
-def download(repo_id: str, revision: str | None, allow_pickle: bool) -> Path:
+def download(repo_id: str, revision: str | None, allow_pickle: bool, trust_remote_code: bool) -> Path:
     """The repo's needed files in the Hugging Face cache; the folder is named by the commit sha.
 
     HF_HUB_OFFLINE=1 makes this read the cache alone.
@@ -121,7 +125,7 @@ def download(repo_id: str, revision: str | None, allow_pickle: bool) -> Path:
         RevisionNotFoundError,
     )
 
-    patterns = NEEDED_FILES + (PICKLE_WEIGHTS if allow_pickle else [])
+    patterns = NEEDED_FILES + (PICKLE_WEIGHTS if allow_pickle else []) + (["*.py"] if trust_remote_code else [])
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except GatedRepoError as err:  # a subclass of RepositoryNotFoundError: catch it first
@@ -149,59 +153,104 @@ def download(repo_id: str, revision: str | None, allow_pickle: bool) -> Path:
         ) from err
     except HfHubHTTPError as err:
         raise ImportModelError(f"the Hub refused the download of {repo_id}: {str(err).splitlines()[0]}") from err
+    except ValueError as err:  # HFValidationError: not a valid repo id or revision
+        raise ImportModelError(f"invalid repo id or revision: {str(err).splitlines()[0]}", exit_code=2) from err
+    except Exception as err:  # a transfer that broke off half-way, a full disk, ...
+        raise ImportModelError(
+            f"downloading {repo_id} failed: {type(err).__name__}: {str(err).splitlines()[0]}",
+            hint="run the import again; files already in the cache are kept",
+        ) from err
 
 
 def register_checkpoint(registry: Registry, checkpoint: Path, name: str, force: bool = False) -> ModelEntry:
-    """A training checkpoint as a new registry model (source finetune), lineage included."""
-    from trainer.checkpoint import verify_checkpoint
+    """A training checkpoint (or a run directory's latest) as a new registry model, source
+    finetune, with its lineage. The optimizer and RNG state stay behind, and so does the
+    checkpoint's manifest, which lists them; the registry keeps its own hashes."""
+    from trainer.checkpoint import MANIFEST, resolve_resume_path, verify_checkpoint
 
     validate_name(name)
     _refuse_existing(registry, name, force)
+    checkpoint = resolve_resume_path(checkpoint)
     state = verify_checkpoint(checkpoint)
     lineage = state.get("lineage", {})
-    parent = lineage.get("fine_tuned_from")
-    if parent is not None and parent not in registry.entries():
-        raise UsageError(
-            f"the checkpoint was fine-tuned from '{parent}', which is not in the registry",
-            hint="import or register the parent model first",
+    left_out = {MANIFEST, "optimizer.pt", "rng_state.pt"}
+    files = [p for p in sorted(checkpoint.iterdir()) if p.is_file() and p.name not in left_out]
+    with staging(registry, name, files) as staged:
+        entry = ModelEntry(
+            name=name,
+            source="finetune",
+            architecture_type=lineage.get("architecture_type", "custom-transformer"),
+            model_type=lineage.get("model_type"),
+            model_id=lineage.get("model_id"),
+            local_path=name,
+            num_parameters=count_parameters(staged),
+            tokenizer=state.get("tokenizer"),
+            fine_tuned_from=lineage.get("fine_tuned_from"),
+            source_path=str(checkpoint.resolve()),
+            run_id=state.get("run_id"),
+            step=state.get("step"),
+            config_hash=state.get("config_hash"),
         )
-    files = [p for p in sorted(checkpoint.iterdir()) if p.is_file() and p.name not in ("optimizer.pt", "rng_state.pt")]
-    staged = _stage(registry, name, checkpoint, files)
-    entry = ModelEntry(
-        name=name,
-        source="finetune",
-        architecture_type=lineage.get("architecture_type", "custom-transformer"),
-        model_type=lineage.get("model_type"),
-        model_id=lineage.get("model_id"),
-        local_path=name,
-        num_parameters=count_parameters(staged),
-        tokenizer=state.get("tokenizer"),
-        fine_tuned_from=parent,
-        source_path=str(checkpoint.resolve()),
-        run_id=state.get("run_id"),
-        step=state.get("step"),
-        config_hash=state.get("config_hash"),
-    )
-    return commit_staged(registry, entry, staged, force)
+        return commit_staged(registry, entry, staged, force)
+
+
+@contextmanager
+def staging(registry: Registry, name: str, files: list[Path]) -> Iterator[Path]:
+    """A hidden directory under the root holding copies of ``files``, for the time of an import.
+
+    Its lock file is held while it exists, so validate-registry can tell an import in
+    progress from one that was killed. Whatever goes wrong, the directory is removed; after a
+    commit it has been renamed into place already.
+    """
+    registry.root.mkdir(parents=True, exist_ok=True)
+    staged = registry.root / f"{STAGING_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+    try:
+        with FileLock(f"{staged}.lock"):
+            try:
+                staged.mkdir()
+                for path in files:
+                    shutil.copyfile(path, staged / path.name)  # follows the cache's links to the real blobs
+                yield staged
+            except OSError as err:
+                raise ImportModelError(f"cannot copy the model's files ({err})", exit_code=2) from err
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+    finally:
+        Path(f"{staged}.lock").unlink(missing_ok=True)
 
 
 def commit_staged(registry: Registry, entry: ModelEntry, staged: Path, force: bool) -> ModelEntry:
-    """Hash the staged files, then, under the lock, rename them into place and write the entry."""
+    """Hash the staged files, then, under the lock, check again, rename them into place and
+    write the entry."""
     entry.files = describe_files(staged)
     entry.disk_size_bytes = sum(f["bytes"] for f in entry.files.values())
     final = registry.root / entry.local_path
     replaced = None
-    try:
-        with registry.editing() as entries:
-            if entry.name in entries and not force:
-                raise UsageError(f"model '{entry.name}' is already in the registry", hint="add --force to replace it")
-            if final.exists() or final.is_symlink():
-                replaced = final.with_name(f"{DELETING_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}")
-                final.rename(replaced)
-            staged.rename(final)
-            entries[entry.name] = entry
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)  # gone already unless something failed
+    with registry.editing() as entries:
+        existing = entries.get(entry.name)
+        if existing is not None and not force:
+            raise UsageError(f"model '{entry.name}' is already in the registry", hint="add --force to replace it")
+        children = sorted(n for n, e in entries.items() if e.fine_tuned_from == entry.name)
+        if existing is not None and children:
+            raise UsageError(
+                f"'{entry.name}' has fine-tunes ({', '.join(children)}); replacing it would change their lineage",
+                hint="register under another name, or delete those first",
+            )
+        if entry.fine_tuned_from is not None and entry.fine_tuned_from not in entries:
+            raise UsageError(
+                f"the checkpoint was fine-tuned from '{entry.fine_tuned_from}', which is not in the registry",
+                hint="import or register the parent model first",
+            )
+        if existing is None and (final.exists() or final.is_symlink()):
+            raise UsageError(
+                f"{final} exists but no registry entry uses it; it was left alone",
+                hint="move it aside or delete it (validate-registry lists such directories)",
+            )
+        if existing is not None and (final.exists() or final.is_symlink()):
+            replaced = final.with_name(f"{DELETING_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}")
+            final.rename(replaced)
+        staged.rename(final)
+        entries[entry.name] = entry
     if replaced is not None:
         remove_tree(replaced)
     return entry
@@ -212,11 +261,14 @@ def count_parameters(directory: Path) -> int | None:
     from safetensors import safe_open
 
     total, found = 0, False
-    for path in directory.glob("*.safetensors"):
-        with safe_open(str(path), framework="numpy") as handle:
-            for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
-                total += _product(handle.get_slice(key).get_shape())
-                found = True
+    for path in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                for key in handle.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                    total += _product(handle.get_slice(key).get_shape())
+                    found = True
+        except Exception as err:  # safetensors raises its own types for a bad header
+            raise ImportModelError(f"{path.name} is not a readable safetensors file ({err})", exit_code=2) from err
     return total if found else None
 
 
@@ -235,19 +287,23 @@ def _refuse_existing(registry: Registry, name: str, force: bool) -> None:
 
 def _read_config(directory: Path) -> dict[str, Any]:
     try:
-        return json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise ImportModelError(
             f"{directory} has no config.json: not a Hugging Face model directory", exit_code=2
         ) from err
-    except ValueError as err:
-        raise ImportModelError(f"{directory}/config.json is not valid JSON ({err})", exit_code=2) from err
+    except (OSError, ValueError) as err:
+        raise ImportModelError(f"{directory}/config.json is not readable JSON ({err})", exit_code=2) from err
+    if not isinstance(config, dict):
+        raise ImportModelError(f"{directory}/config.json is not a JSON object", exit_code=2)
+    return config
 
 
 def _check_loadable(directory: Path, config: dict[str, Any], trust_remote_code: bool, allow_pickle: bool) -> None:
-    if "auto_map" in config and not trust_remote_code:
+    tokenizer_config = _json_or_empty(directory / "tokenizer_config.json")
+    if ("auto_map" in config or "auto_map" in tokenizer_config) and not trust_remote_code:
         raise ImportModelError(
-            "this model needs custom code from its repository (config.json has auto_map)",
+            "this model needs custom code from its repository (its config has auto_map)",
             hint="add --trust-remote-code if you trust its authors",
             exit_code=2,
         )
@@ -263,28 +319,42 @@ def _check_loadable(directory: Path, config: dict[str, Any], trust_remote_code: 
             )
 
 
-def _selected(directory: Path, allow_pickle: bool) -> list[Path]:
-    patterns = NEEDED_FILES + (PICKLE_WEIGHTS if allow_pickle else [])
-    return [p for p in sorted(directory.iterdir()) if p.is_file() and any(fnmatch(p.name, pat) for pat in patterns)]
+def _selected(directory: Path, allow_pickle: bool, trust_remote_code: bool) -> list[Path]:
+    """The files to import. With a sharded checkpoint, exactly the shards its index names
+    (each must be there); without one, every top-level *.safetensors."""
+    patterns = NEEDED_FILES + (PICKLE_WEIGHTS if allow_pickle else []) + (["*.py"] if trust_remote_code else [])
+    chosen = [p for p in sorted(directory.iterdir()) if p.is_file() and any(fnmatch(p.name, pat) for pat in patterns)]
+    index = _json_or_empty(directory / "model.safetensors.index.json")
+    if "weight_map" in index:
+        shards = set(index["weight_map"].values())
+        missing = sorted(shard for shard in shards if not (directory / shard).is_file())
+        if missing:
+            raise ImportModelError(
+                f"{directory} lacks shards its index names: {', '.join(missing)}",
+                hint="download the model again",
+                exit_code=2,
+            )
+        chosen = [p for p in chosen if not p.name.endswith(".safetensors") or p.name in shards]
+    return chosen
 
 
-def _stage(registry: Registry, name: str, source: Path, files: Iterable[Path]) -> Path:
-    registry.root.mkdir(parents=True, exist_ok=True)
-    staged = registry.root / f"{STAGING_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
-    staged.mkdir()
-    for path in files:
-        shutil.copyfile(path, staged / path.name)  # follows the cache's links to the real blobs
-    return staged
+def _json_or_empty(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ImportModelError(f"{path} is not readable JSON ({err})", exit_code=2) from err
+    return data if isinstance(data, dict) else {}
 
 
 def _tokenizer_class(directory: Path) -> str | None:
-    config = directory / "tokenizer_config.json"
-    if config.is_file():
-        return json.loads(config.read_text(encoding="utf-8")).get("tokenizer_class")
-    if (directory / "tokenizer.json").is_file():
-        data = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))
-        if data.get("type") == "char":
-            return f"char:{len(data['chars'])}"
+    config = _json_or_empty(directory / "tokenizer_config.json")
+    if "tokenizer_class" in config:
+        return config["tokenizer_class"]
+    tokenizer = _json_or_empty(directory / "tokenizer.json")
+    if tokenizer.get("type") == "char":  # the custom Transformer's vocabulary
+        return f"char:{len(tokenizer.get('chars', []))}"
     return None
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from registry.hub import remove_tree
 from registry.store import (
@@ -37,9 +40,9 @@ def delete_model(registry: Registry, name: str, force: bool = False) -> ModelEnt
                 hint="delete those first, or add --force (they keep a dangling fine_tuned_from)",
             )
         entry = entries.pop(name)
-        directory = registry.model_dir(entry)
+        directory = registry.model_dir(entry)  # root/<a valid name>: entries() checks local_path
         doomed = None
-        if directory.is_symlink() or (directory.exists() and inside(registry.root, directory)):
+        if directory.parent == registry.root and (directory.is_symlink() or directory.exists()):
             doomed = registry.root / f"{DELETING_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
             directory.rename(doomed)  # renames a link itself, never its target
     if doomed is not None:
@@ -48,48 +51,94 @@ def delete_model(registry: Registry, name: str, force: bool = False) -> ModelEnt
 
 
 def validate_registry(registry: Registry, quick: bool = False) -> list[str]:
-    """Every problem found, as one line each; empty when the registry is consistent."""
+    """Every problem found, as one line each; empty when the registry is consistent.
+
+    Holds the registry lock, so no import or delete commits half-way through the check.
+    """
     if not registry.root.exists():
         return []
-    try:
-        entries = registry.entries()
-    except RegistryError as err:
-        return [str(err)]
-    problems: list[str] = []
-    for name, entry in sorted(entries.items()):
-        problems += [f"{name}: {problem}" for problem in check_entry(registry, entry, entries, quick)]
-    known = {entry.local_path for entry in entries.values()}
+    with FileLock(str(registry.root / LOCK_FILE), timeout=120):
+        try:
+            entries = registry.entries()
+        except RegistryError as err:
+            return [str(err)]
+        problems: list[str] = []
+        for name, entry in sorted(entries.items()):
+            problems += [f"{name}: {problem}" for problem in check_entry(registry, entry, entries, quick)]
+        problems += _stray_paths(registry, {entry.local_path for entry in entries.values()})
+    return problems
+
+
+def _stray_paths(registry: Registry, known: set[str]) -> list[str]:
+    problems = []
     for path in sorted(registry.root.iterdir()):
-        if path.name in (INDEX_FILE, LOCK_FILE) or path.name.startswith(f".{INDEX_FILE}"):
+        if (
+            path.name in (INDEX_FILE, LOCK_FILE)
+            or path.name.startswith(f".{INDEX_FILE}")
+            or path.name.endswith(".lock")
+        ):
             continue
         if path.name.startswith(STAGING_PREFIX):
-            problems.append(f"{path.name}: left by an interrupted import (no entry uses it); delete it")
+            if _abandoned(path):
+                problems.append(f"{path.name}: left by an interrupted import (no entry uses it); delete it")
         elif path.name.startswith(DELETING_PREFIX):
             problems.append(f"{path.name}: left by an interrupted delete-model; delete it")
         elif path.name not in known:
-            problems.append(f"{path.name}: a directory that no registry entry uses (orphan)")
+            problems.append(f"{path.name}: no registry entry uses it (orphan)")
     return problems
+
+
+def _abandoned(staged: Path) -> bool:
+    """An import holds its staging directory's lock while it runs; a killed one does not."""
+    try:
+        with FileLock(f"{staged}.lock", timeout=0):
+            return True
+    except Timeout:
+        return False  # an import in progress
 
 
 def check_entry(registry: Registry, entry: ModelEntry, entries: dict[str, ModelEntry], quick: bool) -> list[str]:
     directory = registry.model_dir(entry)
-    if not inside(registry.root, directory):
-        return [f"local_path {entry.local_path!r} points outside the registry root"]
+    if directory.is_symlink() or not inside(registry.root, directory):
+        return [f"{directory} is a link or lies outside the registry root"]
     if not directory.is_dir():
         return [f"directory {directory} is missing"]
     problems = []
     for relative, expected in sorted(entry.files.items()):
-        path = directory / relative
-        if not path.is_file():
-            problems.append(f"file {path} is missing")
-        elif path.stat().st_size != expected["bytes"]:
-            problems.append(f"file {path} has {path.stat().st_size} bytes, expected {expected['bytes']}")
-        elif not quick and sha256_of(path) != expected["sha256"]:
-            problems.append(f"file {path} does not match its sha256")
+        problems += _check_file(directory / relative, expected, quick)
+    for path in _all_paths(directory):
+        relative = str(path.relative_to(directory))
+        if path.is_symlink():
+            problems.append(f"{path} is a symbolic link (registry files must be regular files)")
+        elif path.is_file() and relative not in entry.files:
+            problems.append(f"{path} is not one of the entry's files")
     problems += _check_readable(directory, entry)
     if entry.fine_tuned_from is not None and entry.fine_tuned_from not in entries:
         problems.append(f"fine_tuned_from '{entry.fine_tuned_from}' is not in the registry (dangling)")
     return problems
+
+
+def _check_file(path: Path, expected: dict, quick: bool) -> list[str]:
+    try:
+        if path.is_symlink() or not path.is_file():
+            return [] if path.is_symlink() else [f"file {path} is missing"]
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            return [f"file {path} has {size} bytes, expected {expected['bytes']}"]
+        if not quick and sha256_of(path) != expected["sha256"]:
+            return [f"file {path} does not match its sha256"]
+    except OSError as err:
+        return [f"file {path} cannot be read ({err.strerror})"]
+    return []
+
+
+def _all_paths(directory: Path) -> list[Path]:
+    """Every file and link below ``directory``, without following links."""
+    found = []
+    for folder, subfolders, files in os.walk(directory, followlinks=False):
+        found += [Path(folder) / name for name in files]
+        found += [Path(folder) / name for name in subfolders if (Path(folder) / name).is_symlink()]
+    return sorted(found)
 
 
 def _check_readable(directory: Path, entry: ModelEntry) -> list[str]:
@@ -98,7 +147,7 @@ def _check_readable(directory: Path, entry: ModelEntry) -> list[str]:
     if config.is_file():
         try:
             json.loads(config.read_text(encoding="utf-8"))
-        except ValueError as err:
+        except (OSError, ValueError) as err:
             problems.append(f"config.json does not parse ({err})")
     for weights in sorted(directory.glob("*.safetensors")):
         try:

@@ -40,7 +40,7 @@ def default_root() -> Path:
 
 
 def validate_name(name: str) -> str:
-    if not NAME_PATTERN.match(name or "") or name in (".", ".."):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise UsageError(
             f"invalid model name {name!r}: use 1-64 lower-case letters, digits, '.', '_' or '-', "
             "starting with a letter or digit (no '/', no '..')",
@@ -92,7 +92,10 @@ class Registry:
             data = json.loads(self.index_path.read_text(encoding="utf-8"))
             if data.get("schema_version") != SCHEMA_VERSION:
                 raise ValueError(f"schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
-            return {name: ModelEntry.from_dict(values) for name, values in data["entries"].items()}
+            entries = {name: ModelEntry.from_dict(values) for name, values in data["entries"].items()}
+            for name, entry in entries.items():
+                _check_entry_shape(name, entry)
+            return entries
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise RegistryError(
                 f"the registry index {self.index_path} is unreadable ({err}); it was left as it is",
@@ -140,6 +143,19 @@ class Registry:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, self.index_path)
+
+
+def _check_entry_shape(name: str, entry: ModelEntry) -> None:
+    """A hand-edited index must not point outside the root or hold the wrong types."""
+    if entry.name != name or not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"entry {name!r} has a bad name")
+    if not isinstance(entry.local_path, str) or not NAME_PATTERN.fullmatch(entry.local_path):
+        raise ValueError(f"entry {name!r} has local_path {entry.local_path!r}, not a directory name in the root")
+    if not isinstance(entry.files, dict) or not all(
+        isinstance(f, dict) and isinstance(f.get("sha256"), str) and isinstance(f.get("bytes"), int)
+        for f in entry.files.values()
+    ):
+        raise ValueError(f"entry {name!r} has a malformed files table")
 
 
 def inside(root: Path, path: Path) -> bool:

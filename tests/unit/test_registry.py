@@ -192,3 +192,85 @@ def test_register_custom_checkpoint(registry, tmp_path, corpus_file):
     assert count_parameters(registry.model_dir(entry)) == entry.num_parameters
     with pytest.raises(UsageError, match="already"):
         register_checkpoint(registry, result.checkpoint, "my-char")
+
+
+def test_import_never_removes_a_directory_it_does_not_own(registry, tiny_qwen_dir):
+    (registry.root / "foo").mkdir(parents=True)
+    (registry.root / "foo" / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="no registry entry uses it"):
+        import_model(registry, str(tiny_qwen_dir), name="foo")
+    assert (registry.root / "foo" / "notes.txt").read_text() == "mine"
+    assert registry.entries() == {}
+
+
+def test_hand_edited_local_path_outside_the_root_is_refused(registry, tiny_qwen_dir, tmp_path):
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    index = json.loads(registry.index_path.read_text())
+    index["entries"]["a"]["local_path"] = "../victim"
+    registry.index_path.write_text(json.dumps(index))
+    with pytest.raises(RegistryError, match="local_path"):
+        delete_model(registry, "a")
+    assert victim.is_dir() and "local_path" in validate_registry(registry)[0]
+
+
+def test_name_with_trailing_newline_is_refused():
+    with pytest.raises(UsageError):
+        validate_name("evil\n")
+
+
+@pytest.mark.parametrize("damage", ["tokenizer_config.json", "model.safetensors"])
+def test_a_failed_import_leaves_nothing_behind(registry, tiny_qwen_dir, tmp_path, damage):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_qwen_dir, broken)
+    (broken / damage).write_bytes(b"{not what it should be")
+    with pytest.raises(ImportModelError) as info:
+        import_model(registry, str(broken))
+    assert info.value.exit_code == 2
+    leftovers = list(registry.root.iterdir()) if registry.root.exists() else []
+    assert not [p for p in leftovers if p.name.startswith(".importing")]
+    assert validate_registry(registry) == [] and registry.entries() == {}
+
+
+def test_validate_skips_an_import_in_progress(registry, tiny_qwen_dir):
+    from filelock import FileLock
+
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    staged = registry.root / ".importing-b-12345678"
+    staged.mkdir()
+    with FileLock(f"{staged}.lock"):
+        assert validate_registry(registry) == []
+    assert any("interrupted import" in p for p in validate_registry(registry))
+
+
+def test_links_and_unknown_files_inside_a_model_are_reported(registry, tiny_qwen_dir, tmp_path):
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    model_dir = registry.root / "a"
+    (tmp_path / "elsewhere.json").write_text((model_dir / "config.json").read_text())
+    (model_dir / "config.json").unlink()
+    (model_dir / "config.json").symlink_to(tmp_path / "elsewhere.json")
+    (model_dir / "extra.txt").write_text("?")
+    text = "\n".join(validate_registry(registry))
+    assert "config.json is a symbolic link" in text and "extra.txt is not one of the entry's files" in text
+
+
+def test_register_from_run_directory_leaves_optimizer_and_manifest(registry, tmp_path, corpus_file):
+    from trainer.config import TrainingConfig
+    from trainer.run import run_training
+
+    config = TrainingConfig(
+        n_layers=1,
+        d_model=32,
+        n_heads=2,
+        d_ff=64,
+        max_seq_len=32,
+        batch_size=8,
+        max_steps=1,
+        seed=1,
+        data_path=str(corpus_file),
+    )
+    (tmp_path / "run").mkdir()
+    run_training(config, tmp_path / "run", console=False)
+    entry = register_checkpoint(registry, tmp_path / "run", "from-run-dir")
+    assert set(entry.files) == {"model.safetensors", "tokenizer.json", "trainer_state.json"}
