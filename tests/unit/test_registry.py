@@ -167,7 +167,9 @@ def test_corrupt_index_is_reported_and_never_overwritten(registry, tiny_qwen_dir
     assert "unreadable" in validate_registry(registry)[0]
 
 
-def test_register_custom_checkpoint(registry, tmp_path, corpus_file):
+@pytest.fixture
+def custom_run(tmp_path, corpus_file):
+    """A finished 2-step run of a tiny custom Transformer."""
     from trainer.config import TrainingConfig
     from trainer.run import run_training
 
@@ -183,7 +185,11 @@ def test_register_custom_checkpoint(registry, tmp_path, corpus_file):
         data_path=str(corpus_file),
     )
     (tmp_path / "run").mkdir()
-    result = run_training(config, tmp_path / "run", console=False)
+    return run_training(config, tmp_path / "run", console=False)
+
+
+def test_register_custom_checkpoint(registry, custom_run):
+    result = custom_run
     entry = register_checkpoint(registry, result.checkpoint, "my-char")
     assert (entry.source, entry.architecture_type, entry.fine_tuned_from) == ("finetune", "custom-transformer", None)
     assert (entry.run_id, entry.step) == (result.run_id, 2) and entry.config_hash
@@ -255,22 +261,6 @@ def test_links_and_unknown_files_inside_a_model_are_reported(registry, tiny_qwen
     assert "config.json is a symbolic link" in text and "extra.txt is not one of the entry's files" in text
 
 
-def test_register_from_run_directory_leaves_optimizer_and_manifest(registry, tmp_path, corpus_file):
-    from trainer.config import TrainingConfig
-    from trainer.run import run_training
-
-    config = TrainingConfig(
-        n_layers=1,
-        d_model=32,
-        n_heads=2,
-        d_ff=64,
-        max_seq_len=32,
-        batch_size=8,
-        max_steps=1,
-        seed=1,
-        data_path=str(corpus_file),
-    )
-    (tmp_path / "run").mkdir()
-    run_training(config, tmp_path / "run", console=False)
-    entry = register_checkpoint(registry, tmp_path / "run", "from-run-dir")
+def test_register_from_run_directory_leaves_optimizer_and_manifest(registry, custom_run):
+    entry = register_checkpoint(registry, custom_run.run_dir, "from-run-dir")
     assert set(entry.files) == {"model.safetensors", "tokenizer.json", "trainer_state.json"}
