@@ -46,14 +46,15 @@ Plain front door: a YAML file (see configs/) with the same keys.
   python main.py --help-config                        all flags of the plain front door
 
 Exit codes: 0 ok, 1 runtime error, 2 usage or config error, 3 data error, 4 non-finite loss,
-130/143 interrupted (a checkpoint was saved). LMRUNNER_DEBUG=1 shows tracebacks.
+5 model registry inconsistent, 130/143 interrupted (a checkpoint was saved).
+LMRUNNER_DEBUG=1 shows tracebacks.
 """
 
 PLAIN_FLAGS = ("--config", "--max-steps", "--data", "--resume", "--print-config", "--help-config")
 
 EXAMPLES = """\
 examples:
-  python main.py                                          train on the built-in corpus with the defaults
+  python main.py --data my.txt                            the defaults, on your own text
   python main.py --config configs/small-model.yaml --max-steps 50
   python main.py --config configs/default.yaml --data my.txt learning_rate=1e-3
   python main.py --resume outputs/2026-11-23/10-41-05     continue a run from its latest checkpoint

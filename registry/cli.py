@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from registry.store import ModelEntry, Registry, default_root
+from registry.store import Registry, default_root
 from trainer.errors import RegistryError, UsageError
 
 SUBCOMMANDS = ("import-model", "list-models", "model-info", "delete-model", "validate-registry", "register-model")
@@ -205,5 +205,3 @@ def _size(value: int) -> str:
             return f"{value / size:.1f} {unit}"
     return f"{value} B"
 
-
-__all__ = ["SUBCOMMANDS", "main", "ModelEntry"]
