@@ -204,4 +204,3 @@ def _size(value: int) -> str:
         if value >= size:
             return f"{value / size:.1f} {unit}"
     return f"{value} B"
-
