@@ -37,12 +37,20 @@ def load_corpus(data_path: str | None) -> Corpus:
     return Corpus(text, source, hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
-def _read_text_file(data_path: str) -> str:
+def check_data_file(data_path: str | None) -> None:
+    """The cheap checks, so a run with a wrong path fails before it makes a run directory."""
+    if data_path is None:
+        return
     path = Path(data_path)
     if not path.exists():
         raise DataError("data file not found", path=data_path, hint="check the path given to --data or data_path")
     if not path.is_file():
         raise DataError("is not a regular file", path=data_path, hint="point --data at a UTF-8 text file")
+
+
+def _read_text_file(data_path: str) -> str:
+    check_data_file(data_path)
+    path = Path(data_path)
     try:
         raw = path.read_bytes()
     except OSError as err:

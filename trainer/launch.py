@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trainer.config import ConfigLayer, TrainingConfig, compose_config
+from trainer.data import check_data_file
 from trainer.errors import ConfigError
 from trainer.resume import ResumePlan, plan_resume
 from trainer.run import RunResult, run_training
@@ -23,6 +24,7 @@ def plan_run(layers: list[ConfigLayer]) -> tuple[TrainingConfig, ResumePlan | No
     plan = plan_resume(config.resume, layers) if config.resume is not None else None
     config = plan.config if plan else config
     check_model_selection(config)
+    check_data_file(config.data_path)
     return config, plan
 
 

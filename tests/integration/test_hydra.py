@@ -162,3 +162,10 @@ def test_ctrl_c_stops_the_whole_sweep(tmp_path, corpus_file):
     assert not (sweep / "1").exists()  # the second job never started
     (line,) = [json.loads(line) for line in (sweep / "summary.jsonl").read_text().splitlines()]
     assert line["status"] == "interrupted" and line["exit_code"] == 130
+
+
+@pytest.mark.parametrize("args", [["data_path=missing.txt"], ["--data", "missing.txt"]])
+def test_a_missing_data_file_exits_3_before_any_run_directory(tmp_path, args):
+    result = run_main(*args, cwd=tmp_path)
+    assert result.returncode == 3 and "missing.txt: data file not found" in result.stderr
+    assert not (tmp_path / "outputs").exists()
