@@ -117,3 +117,15 @@ def test_rewriting_a_step_replaces_it_whole(tmp_path):
     path = write(tmp_path, 7, b"new")
     assert (path / "model.bin").read_bytes() == b"new"
     ckpt.verify_checkpoint(path)
+
+
+def test_a_verified_file_is_hashed_once_but_changes_are_still_caught(tmp_path, monkeypatch):
+    path = write(tmp_path, 3)
+    ckpt.verify_checkpoint(path)
+    calls = []
+    monkeypatch.setattr(ckpt, "sha256_of", lambda file: calls.append(file) or "x")
+    ckpt.verify_checkpoint(path)
+    assert calls == []  # nothing changed since: no second hashing
+    (path / "model.bin").write_bytes(b"WEIGHTS")  # same size, new bytes, new mtime
+    with pytest.raises(CheckpointError, match="sha256"):
+        ckpt.verify_checkpoint(path)
