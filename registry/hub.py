@@ -25,10 +25,10 @@ from registry.store import (
     STAGING_PREFIX,
     ModelEntry,
     Registry,
-    describe_files,
     validate_name,
 )
 from trainer.errors import ImportModelError, UsageError
+from trainer.files import describe_files
 
 # What a causal LM needs to load and tokenize; nothing else (no README, no .bin twins).
 NEEDED_FILES = [

@@ -18,9 +18,9 @@ from registry.store import (
     ModelEntry,
     Registry,
     inside,
-    sha256_of,
 )
 from trainer.errors import ModelNotFoundError, RegistryError, UsageError
+from trainer.files import sha256_of
 
 
 def delete_model(registry: Registry, name: str, force: bool = False) -> ModelEntry:

@@ -24,7 +24,6 @@ from typing import Any
 from filelock import FileLock
 
 from trainer.errors import ModelNotFoundError, RegistryError, UsageError
-from trainer.files import sha256_of
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "registry.json"
@@ -161,12 +160,3 @@ def _check_entry_shape(name: str, entry: ModelEntry) -> None:
 def inside(root: Path, path: Path) -> bool:
     """Whether ``path`` (links resolved) lies under ``root``."""
     return path.resolve().is_relative_to(root.resolve())
-
-
-def describe_files(directory: Path) -> dict[str, dict[str, Any]]:
-    """sha256 and size of every file under ``directory``, by relative path."""
-    return {
-        str(path.relative_to(directory)): {"sha256": sha256_of(path), "bytes": path.stat().st_size}
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }

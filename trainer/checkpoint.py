@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from trainer.errors import CheckpointError
-from trainer.files import fsync_dir, fsync_file, sha256_of
+from trainer.files import describe_files, fsync_dir, fsync_file, sha256_of
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -47,14 +47,9 @@ def write_checkpoint(checkpoints_dir: Path, step: int, writers: list[FileWriter]
         write(partial)
     state = {"format_version": FORMAT_VERSION, "step": step, **trainer_state}
     (partial / TRAINER_STATE).write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-    files = sorted(p.name for p in partial.iterdir() if p.is_file())
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "step": step,
-        "files": {
-            name: {"sha256": sha256_of(partial / name), "bytes": (partial / name).stat().st_size} for name in files
-        },
-    }
+    described = describe_files(partial)
+    files = sorted(described)
+    manifest = {"format_version": FORMAT_VERSION, "step": step, "files": described}
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     for name in [*files, MANIFEST]:
         fsync_file(partial / name)
