@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer.config import FIELD_NAMES, ConfigLayer, TrainingConfig, merge_layers
 from trainer.errors import ConfigError, TrainingInterrupted, UsageError, did_you_mean
 from trainer.rundir import create_run_dir
+
+if TYPE_CHECKING:  # importing trainer.resume pulls in torch, which --help must not
+    from trainer.resume import ResumePlan
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("model", "training")
@@ -123,8 +126,8 @@ def run_hydra(argv: list[str]) -> int:
     register()
     runs_one_job = not (args.multirun or args.cfg or args.info or args.help or args.hydra_help or args.shell_completion)
     if runs_one_job:
-        _check_single_run(overrides)  # before Hydra makes a run directory for it
-        argv = [*argv, *_run_dir_overrides(overrides)]
+        plan = _check_single_run(overrides)  # before Hydra makes a run directory for it
+        argv = [*argv, *_run_dir_overrides(overrides, plan)]
     elif args.multirun and not _sets(overrides, "hydra.sweep.dir"):
         argv = [*argv, f"hydra.sweep.dir={create_run_dir(Path('multirun'))}"]
     sys.argv = [sys.argv[0], *argv]
@@ -139,7 +142,7 @@ def run_hydra(argv: list[str]) -> int:
     return 1 if sweep_outcome["failed"] else 0
 
 
-def _check_single_run(overrides: list[str]) -> None:
+def _check_single_run(overrides: list[str]) -> ResumePlan | None:
     """Compose and plan the run as the job will, so that an invalid config, an unknown
     model or an unusable resume is refused before anything is written. (Each job of a
     sweep checks itself; a failure there is a line in the sweep's summary.)"""
@@ -161,10 +164,11 @@ def _check_single_run(overrides: list[str]) -> None:
             source="command line",
             hint="see python main.py --help",
         ) from err
-    plan_run([requested_layer(config, overrides)])
+    _, plan = plan_run([requested_layer(config, overrides)])
+    return plan
 
 
-def _run_dir_overrides(overrides: list[str]) -> list[str]:
+def _run_dir_overrides(overrides: list[str], plan: ResumePlan | None) -> list[str]:
     """Pin hydra.run.dir to one directory, decided here, once.
 
     Hydra's own ``outputs/${now:...}`` pattern gives two runs started in the same second the
@@ -172,14 +176,8 @@ def _run_dir_overrides(overrides: list[str]) -> list[str]:
     directory instead, and leaves its .hydra/ as the original run wrote it (the resume
     event records this command).
     """
-    from trainer.checkpoint import resolve_resume_path
-    from trainer.resume import continuable_run_dir
-
-    resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
-    if resume and resume[-1] not in ("", "null"):
-        continue_in = continuable_run_dir(resolve_resume_path(Path(resume[-1])))
-        if continue_in is not None:
-            return [f"hydra.run.dir={continue_in}", "hydra.output_subdir=null"]
+    if plan is not None and plan.continue_in is not None:
+        return [f"hydra.run.dir={plan.continue_in}", "hydra.output_subdir=null"]
     if _sets(overrides, "hydra.run.dir"):
         return []
     return [f"hydra.run.dir={create_run_dir(Path('outputs'))}"]

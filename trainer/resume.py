@@ -48,10 +48,10 @@ def plan_resume(resume: str, user_layers: list[ConfigLayer]) -> ResumePlan:
             kept[key] = value
         layers.append(ConfigLayer(layer.source, kept, layer.lines))
     config = compose_config(layers)
-    return ResumePlan(checkpoint, state, config, continuable_run_dir(checkpoint))
+    return ResumePlan(checkpoint, state, config, _continuable_run_dir(checkpoint))
 
 
-def continuable_run_dir(checkpoint: Path) -> Path | None:
+def _continuable_run_dir(checkpoint: Path) -> Path | None:
     """Continue in the checkpoint's own run directory when it is that run's latest
     checkpoint; resuming from an older one starts a branch in a new directory, so the
     original run's later checkpoints and events stay as they were."""
