@@ -32,6 +32,32 @@ def corpus_file(tmp_path: Path, corpus_text: str) -> Path:
     return path
 
 
+def tiny_config(corpus_file, **changes):
+    """A TrainingConfig of a tiny model on ``corpus_file``, with eval and sampling on."""
+    from trainer.config import TrainingConfig
+
+    values = dict(
+        n_layers=2,
+        d_model=32,
+        n_heads=2,
+        d_ff=64,
+        max_seq_len=32,
+        batch_size=8,
+        dropout=0.1,
+        max_steps=12,
+        seed=11,
+        data_path=str(corpus_file),
+        checkpoint_cadence=None,
+        eval_cadence=4,
+        eval_batches=2,
+        sampling_cadence=6,
+        sampling_max_length=20,
+        warmup_steps=3,
+    )
+    values.update(changes)
+    return TrainingConfig(**values)
+
+
 def run_main(*args: str, cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run main.py as a user would, in ``cwd`` (where outputs/ goes)."""
     full_env = {k: v for k, v in os.environ.items() if k != "LMRUNNER_DEBUG"}

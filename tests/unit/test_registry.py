@@ -8,6 +8,7 @@ import pytest
 from registry.hub import count_parameters, import_model, register_checkpoint
 from registry.manage import delete_model, validate_registry
 from registry.store import ModelEntry, Registry, validate_name
+from tests.conftest import tiny_config
 from trainer.errors import ImportModelError, ModelNotFoundError, RegistryError, UsageError
 
 
@@ -170,20 +171,9 @@ def test_corrupt_index_is_reported_and_never_overwritten(registry, tiny_qwen_dir
 @pytest.fixture
 def custom_run(tmp_path, corpus_file):
     """A finished 2-step run of a tiny custom Transformer."""
-    from trainer.config import TrainingConfig
     from trainer.run import run_training
 
-    config = TrainingConfig(
-        n_layers=1,
-        d_model=32,
-        n_heads=2,
-        d_ff=64,
-        max_seq_len=32,
-        batch_size=8,
-        max_steps=2,
-        seed=1,
-        data_path=str(corpus_file),
-    )
+    config = tiny_config(corpus_file, n_layers=1, max_steps=2, seed=1, eval_cadence=None, sampling_cadence=None)
     (tmp_path / "run").mkdir()
     return run_training(config, tmp_path / "run", console=False)
 

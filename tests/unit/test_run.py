@@ -5,36 +5,13 @@ import dataclasses
 import pytest
 import torch
 
-from tests.conftest import read_events, step_losses
-from trainer.config import ConfigLayer, TrainingConfig
+from tests.conftest import read_events, step_losses, tiny_config
+from trainer.config import ConfigLayer
 from trainer.errors import NonFiniteLossError
 from trainer.launch import plan_run
 from trainer.loop import Trainer
 from trainer.model import Transformer
 from trainer.run import run_training
-
-
-def tiny_config(corpus_file, **changes) -> TrainingConfig:
-    values = dict(
-        n_layers=2,
-        d_model=32,
-        n_heads=2,
-        d_ff=64,
-        max_seq_len=32,
-        batch_size=8,
-        dropout=0.1,
-        max_steps=12,
-        seed=11,
-        data_path=str(corpus_file),
-        checkpoint_cadence=None,
-        eval_cadence=4,
-        eval_batches=2,
-        sampling_cadence=6,
-        sampling_max_length=20,
-        warmup_steps=3,
-    )
-    values.update(changes)
-    return TrainingConfig(**values)
 
 
 def run(config, run_dir, resume=None):
