@@ -50,7 +50,7 @@ Exit codes: 0 ok, 1 runtime error, 2 usage or config error, 3 data error, 4 non-
 LMRUNNER_DEBUG=1 shows tracebacks.
 """
 
-PLAIN_FLAGS = ("--config", "--max-steps", "--data", "--resume", "--print-config", "--help-config")
+PLAIN_FLAGS = ("--config", "--max-steps", "--data", "--resume", "--branch", "--print-config", "--help-config")
 
 EXAMPLES = """\
 examples:
@@ -73,7 +73,8 @@ OUTPUTS_DIR = Path("outputs")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py",
-        description="Train a character-level Transformer; each run gets its own outputs/<date>/<time>/ directory.",
+        description="Train a character-level Transformer or fine-tune a registry model; "
+        "each run gets its own outputs/<date>/<time>/ directory.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -90,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", metavar="FILE", help="UTF-8 text file to train on (default: the built-in corpus)")
     parser.add_argument(
         "--resume", metavar="PATH", help="a checkpoint directory, or a run directory (its latest complete checkpoint)"
+    )
+    parser.add_argument(
+        "--branch",
+        metavar="NAME",
+        help="with --resume: register that checkpoint as registry model NAME and start a new fine-tune "
+        "of it (step 0, fresh optimizer, any setting may change); the original run and models stay as they are",
     )
     parser.add_argument(
         "--print-config", action="store_true", help="print the config this command would run with, then exit"
@@ -109,6 +116,8 @@ def config_layers(args: argparse.Namespace) -> list:
         flags["data_path"] = args.data
     if args.resume is not None:
         flags["resume"] = args.resume
+    if args.branch is not None:
+        flags["branch"] = args.branch
     if args.max_steps is not None:
         planned = compose_config(layers)
         if planned.lr_decay_steps is None and planned.resume is None and args.resume is None:
@@ -125,6 +134,7 @@ def override_strings(args: argparse.Namespace) -> list[str]:
         ("config_file", args.config),
         ("data_path", args.data),
         ("resume", args.resume),
+        ("branch", args.branch),
         ("max_steps", args.max_steps),
     ]
     return [f"{key}={value}" for key, value in pairs if value is not None] + list(args.overrides)

@@ -29,11 +29,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainer.build import new_trainer  # noqa: E402
+from trainer.build import new_adapter, new_trainer  # noqa: E402
 from trainer.config import TrainingConfig  # noqa: E402
 from trainer.data import load_corpus  # noqa: E402
 from trainer.device import configure_precision  # noqa: E402
 from trainer.loop import RunInfo  # noqa: E402
+from trainer.model_source import ModelSource  # noqa: E402
 
 
 def matmul_gflops(m: int, k: int, n: int, dtype: torch.dtype, precision: str, reps: int = 30) -> float:
@@ -132,11 +133,13 @@ def main() -> None:
         loops = {}
         for precision in ("fp32", "bf16"):
             settings = configure_precision(precision, cfg.fast_matmul, torch.device("cpu"))
+            config = TrainingConfig(**{**cfg.to_dict(), "precision": precision})
             trainer = new_trainer(
-                TrainingConfig(**{**cfg.to_dict(), "precision": precision}),
+                config,
                 corpus,
                 run,
                 torch.device("cpu"),
+                adapter=new_adapter(config, corpus, ModelSource()),
                 autocast_dtype=settings.autocast_dtype,
             )
             batches = trainer.train_batches()

@@ -80,28 +80,42 @@ def step_losses(run_dir: Path) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in read_events(run_dir) if e["event"] == "step"}
 
 
-def build_tiny_qwen(directory: Path) -> Path:
-    """A real Qwen2 causal LM in Hugging Face layout, small enough to build in a second."""
+def build_tiny_qwen(directory: Path, vocab_size: int = 320) -> Path:
+    """A real Qwen2 causal LM in Hugging Face layout, small enough to build in a second, with
+    a byte-level BPE tokenizer (Qwen's kind) trained on a slice of the built-in corpus."""
     transformers = pytest.importorskip("transformers")
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+    from trainer.corpus import builtin_corpus
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+    )
+    bpe.train_from_iterator([builtin_corpus()[:100_000]], trainer)
+    learned = json.loads(bpe.to_str())["model"]
+    tokenizer = transformers.Qwen2Tokenizer(
+        vocab=learned["vocab"], merges=[tuple(m) for m in learned["merges"]], eos_token="<|endoftext|>"
+    )
     config = transformers.Qwen2Config(
-        vocab_size=64,
+        vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=128,
+        eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(0)
     transformers.Qwen2ForCausalLM(config).save_pretrained(directory)
-    vocab = {chr(i + 32): i for i in range(64)}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=" "))
-    tokenizer.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token=" ", eos_token="~")
-    fast.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
     return directory
 
 

@@ -1,24 +1,31 @@
 """Assemble a Trainer: from a config (a new run) or from a checkpoint (a resumed one).
 
-The two paths share ``new_trainer``; restoring only swaps in the checkpoint's tokenizer and
-then loads the saved state over the freshly built pieces.
+A new run gets its model from ``new_adapter``: a fresh custom Transformer when model_name is
+None, otherwise the registry model behind its adapter. A resumed run loads the model saved
+in the checkpoint itself, then the optimizer and RNG state over it.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
 from trainer import checkpoint as ckpt
+from trainer.adapters import CUSTOM_ARCHITECTURE, CustomTransformerAdapter, ModelAdapter, load_adapter
 from trainer.config import TrainingConfig
 from trainer.data import Corpus, eval_loader, prepare_data
 from trainer.errors import CheckpointError, ConfigError, DataError
 from trainer.hooks import Hook
-from trainer.loop import TOKENIZER_FILE, RunInfo, Trainer
-from trainer.model import Transformer, TransformerShape
+from trainer.loop import RunInfo, Trainer
+from trainer.model import TransformerShape
+from trainer.model_source import ModelSource, tokenizer_directory
+from trainer.native_tokenizer import load_tokenizer
 from trainer.optim import create_optimizer
 from trainer.tokenizer import CharTokenizer
+
+log = logging.getLogger("lmrunner")
 
 
 def model_shape(config: TrainingConfig, vocab_size: int) -> TransformerShape:
@@ -33,28 +40,41 @@ def model_shape(config: TrainingConfig, vocab_size: int) -> TransformerShape:
     )
 
 
+def new_adapter(config: TrainingConfig, corpus: Corpus, source: ModelSource) -> ModelAdapter:
+    """The model a new run starts from, with its tokenizer (or the configured override)."""
+    torch.manual_seed(config.seed)  # the initial weights, then dropout, follow from the seed
+    override_dir = tokenizer_directory(config)
+    override = load_tokenizer(override_dir, config.tokenizer) if override_dir else None
+    if source.name is None:
+        tokenizer = override or CharTokenizer.from_text(corpus.text)
+        return CustomTransformerAdapter.new(model_shape(config, tokenizer.vocab_size), tokenizer)
+    adapter = load_adapter(source.directory, source.architecture_type, config.dropout, override)
+    if override is not None:
+        _check_override_fits(adapter, config.tokenizer)
+    return adapter
+
+
 def new_trainer(
     config: TrainingConfig,
     corpus: Corpus,
     run: RunInfo,
     device: torch.device,
     *,
+    adapter: ModelAdapter,
     autocast_dtype: torch.dtype | None = None,
     hooks: list[Hook] | None = None,
-    tokenizer: CharTokenizer | None = None,
 ) -> Trainer:
-    tokenizer = tokenizer or CharTokenizer.from_text(corpus.text)
     if config.sampling_cadence:
-        _check_prompt(config.sampling_prompt, tokenizer)
-    data = prepare_data(corpus, tokenizer, config.max_seq_len, config.train_ratio)
-    torch.manual_seed(config.seed)  # the initial weights, then dropout, follow from the seed
-    model = Transformer(model_shape(config, tokenizer.vocab_size)).to(device)
+        _check_prompt(config.sampling_prompt, adapter.tokenizer)
+    # A window never exceeds the positions the model has (an imported model may have fewer).
+    seq_len = min(config.max_seq_len, adapter.max_positions)
+    data = prepare_data(corpus, adapter.tokenizer, seq_len, config.train_ratio)
+    adapter.model.to(device)
     return Trainer(
-        model,
-        create_optimizer(model, config),
+        adapter,
+        create_optimizer(adapter, config, device),
         config,
         eval_loader(data.val, config.batch_size, config.eval_batches),
-        tokenizer,
         train_dataset=data.train,
         run=run,
         device=device,
@@ -81,11 +101,12 @@ def restore_trainer(
             path=corpus.source,
             hint="resume with the same data (--data) or start a new run",
         )
+    architecture = (state.get("lineage") or {}).get("architecture_type", CUSTOM_ARCHITECTURE)
     try:
-        tokenizer = CharTokenizer.load(path / TOKENIZER_FILE)
-    except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f"tokenizer.json is unusable ({err})", str(path)) from err
-    trainer = new_trainer(config, corpus, run, device, autocast_dtype=autocast_dtype, hooks=hooks, tokenizer=tokenizer)
+        adapter = load_adapter(path, architecture, config.dropout)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"the model or tokenizer in it is unusable ({err})", str(path)) from err
+    trainer = new_trainer(config, corpus, run, device, adapter=adapter, autocast_dtype=autocast_dtype, hooks=hooks)
     try:
         trainer.load_state_files(path)
     except (RuntimeError, ValueError, KeyError) as err:
@@ -96,7 +117,9 @@ def restore_trainer(
     return trainer
 
 
-def _check_prompt(prompt: str, tokenizer: CharTokenizer) -> None:
+def _check_prompt(prompt: str, tokenizer) -> None:
+    if not isinstance(tokenizer, CharTokenizer):
+        return  # a subword tokenizer encodes any text
     missing = tokenizer.unknown_chars(prompt)
     if missing:
         raise ConfigError(
@@ -104,3 +127,19 @@ def _check_prompt(prompt: str, tokenizer: CharTokenizer) -> None:
             key="sampling_prompt",
             hint="use a prompt made of characters that occur in the training text",
         )
+
+
+def _check_override_fits(adapter: ModelAdapter, setting: str) -> None:
+    rows = adapter.describe()["vocab_size"]
+    if adapter.tokenizer.vocab_size > rows:
+        raise ConfigError(
+            f"tokenizer={setting!r} has {adapter.tokenizer.vocab_size} tokens but the model embeds only {rows}",
+            key="tokenizer",
+            hint="use the model's own tokenizer (tokenizer: null) or one of the same vocabulary",
+        )
+    log.warning(
+        "tokenizer override %s (%s) replaces the model's own: ids that mean other text than in "
+        "pre-training make its knowledge useless for them",
+        setting,
+        adapter.tokenizer.identifier,
+    )

@@ -97,6 +97,9 @@ class TrainingConfig:
 
     # --- run control ---
     resume: str | None = None
+    # With resume: register the checkpoint as registry model <branch> and start a new
+    # fine-tune from it (step 0, fresh optimizer, any setting may change).
+    branch: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -162,10 +165,10 @@ class TrainingConfig:
     def config_hash(self) -> str:
         """Short sha256 of what determines the numbers a run computes.
 
-        ``resume`` only says where a run came from, so it is left out: a resumed run keeps
-        the hash of the run it continues.
+        ``resume`` and ``branch`` only say where a run came from, so they are left out: a
+        resumed run keeps the hash of the run it continues.
         """
-        values = {k: v for k, v in self.to_dict().items() if k != "resume"}
+        values = {k: v for k, v in self.to_dict().items() if k not in ("resume", "branch")}
         canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -185,7 +185,8 @@ def prepare_data(corpus: Corpus, tokenizer, seq_len: int, train_ratio: float) ->
         raise DataError(
             f"has {err.args[0]}",
             path=corpus.source,
-            hint="resume with the text the checkpoint was trained on, or start a new run",
+            hint="use text made of characters the model's vocabulary has (the text it was trained on), "
+            "or train a new model",
         ) from err
     train, val = split_corpus(tokens, train_ratio)
     check_window_fits(train, val, seq_len, corpus.source)

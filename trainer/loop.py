@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
 from torch.utils.data import DataLoader
 
 from trainer import checkpoint as ckpt
@@ -25,12 +24,8 @@ from trainer.config import TrainingConfig
 from trainer.data import ResumableBatchSampler, WindowDataset, train_loader
 from trainer.errors import NonFiniteLossError, TrainingInterrupted
 from trainer.hooks import Hook
-from trainer.model import Transformer
 from trainer.optim import lr_at, set_lr
-from trainer.tokenizer import CharTokenizer
 
-WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_FILE = "tokenizer.json"
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng_state.pt"
 
@@ -49,11 +44,10 @@ class RunInfo:
 class Trainer:
     def __init__(
         self,
-        model: Transformer,
+        adapter,  # trainer.adapters.ModelAdapter: the model, its tokenizer and loss
         optimizer: torch.optim.Optimizer,
         config: TrainingConfig,
         val_dataloader: DataLoader,
-        tokenizer: CharTokenizer,
         *,
         train_dataset: WindowDataset,
         run: RunInfo,
@@ -64,11 +58,12 @@ class Trainer:
     ):
         if config.seed is None:
             raise ValueError("Trainer needs a resolved seed (run_training draws one)")
-        self.model = model
+        self.adapter = adapter
+        self.model = adapter.model
+        self.tokenizer = adapter.tokenizer
         self.optimizer = optimizer
         self.config = config
         self.val_dataloader = val_dataloader
-        self.tokenizer = tokenizer
         self.train_dataset = train_dataset
         self.run = run
         self.device = device
@@ -103,7 +98,7 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for x, y in zip(inputs.chunk(micro_batches), targets.chunk(micro_batches), strict=True):
             with self._autocast():
-                _, loss = self.model(x, y)
+                loss = self.adapter.loss(x, y)
             (loss / micro_batches).backward()
             total += loss.detach() / micro_batches
         mean_loss = total.item()
@@ -126,7 +121,7 @@ class Trainer:
         losses = []
         for inputs, targets in self.val_dataloader:
             with self._autocast():
-                _, loss = self.model(inputs.to(self.device), targets.to(self.device))
+                loss = self.adapter.loss(inputs.to(self.device), targets.to(self.device))
             losses.append(loss.float().item())
         self.model.train()
         self.last_val_loss = sum(losses) / len(losses)
@@ -139,7 +134,7 @@ class Trainer:
         temperature: float | None = None,
         seed: int | None = None,
     ) -> str:
-        """Prompt plus ``max_length`` generated characters, reproducible for a given seed.
+        """Prompt plus up to ``max_length`` generated tokens, reproducible for a given seed.
 
         Sampling draws from its own generator, so it never changes what training does next.
         """
@@ -147,11 +142,11 @@ class Trainer:
         prompt = cfg.sampling_prompt if prompt is None else prompt
         generator = torch.Generator().manual_seed(cfg.sampling_seed if seed is None else seed)
         prompt_ids = self.tokenizer.encode(prompt).to(self.device)
-        if len(prompt_ids) == 0:  # an empty prompt starts from the first vocabulary entry
-            prompt_ids = torch.zeros(1, dtype=torch.int64, device=self.device)
+        if len(prompt_ids) == 0:  # an empty prompt starts from the tokenizer's start token
+            prompt_ids = torch.full((1,), self.tokenizer.start_id, dtype=torch.int64, device=self.device)
         self.model.eval()
         with self._autocast():
-            ids = self.model.generate(
+            ids = self.adapter.generate(
                 prompt_ids,
                 max_new_tokens=cfg.sampling_max_length if max_length is None else max_length,
                 temperature=cfg.sampling_temperature if temperature is None else temperature,
@@ -226,8 +221,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         writers = [
-            lambda d: save_model(self.model, str(d / WEIGHTS_FILE)),
-            lambda d: self.tokenizer.save(d / TOKENIZER_FILE),
+            lambda d: self.adapter.save(d, self.run.lineage),
             lambda d: ckpt.save_tensors(self.optimizer.state_dict(), d / OPTIMIZER_FILE),
             lambda d: ckpt.save_tensors(_rng_state(), d / RNG_FILE),
         ]
@@ -256,8 +250,8 @@ class Trainer:
         }
 
     def load_state_files(self, path: Path) -> None:
-        """Load weights, optimizer and RNG state from a verified checkpoint directory."""
-        load_model(self.model, str(path / WEIGHTS_FILE), device=str(self.device))
+        """Load optimizer and RNG state from a verified checkpoint directory (the adapter
+        has loaded the weights from it already)."""
         self.optimizer.load_state_dict(ckpt.load_tensors(path / OPTIMIZER_FILE))
         _restore_rng_state(ckpt.load_tensors(path / RNG_FILE))
 

@@ -26,6 +26,7 @@ class ResumePlan:
     state: dict[str, Any]
     config: TrainingConfig
     continue_in: Path | None  # the run directory to continue, or None for a new one
+    branch: str | None = None  # a new fine-tune of the checkpoint, registered under this name
 
 
 def plan_resume(resume: str, user_layers: list[ConfigLayer]) -> ResumePlan:
@@ -60,3 +61,21 @@ def _continuable_run_dir(checkpoint: Path) -> Path | None:
         return None
     latest = ckpt.latest_valid_checkpoint(checkpoint.parent)
     return run_dir if latest is not None and latest.resolve() == checkpoint.resolve() else None
+
+
+def plan_branch(resume: str, branch: str, user_layers: list[ConfigLayer]) -> ResumePlan:
+    """A new fine-tune starting from a checkpoint's weights: the checkpoint's config is the
+    base, every key may change, and the model is the checkpoint registered as ``branch``.
+    It starts at step 0 with a fresh optimizer and plans its own schedule length."""
+    from registry.store import validate_name
+
+    validate_name(branch)
+    checkpoint = ckpt.resolve_resume_path(Path(resume))
+    state = ckpt.verify_checkpoint(checkpoint, hash_files=False)
+    saved = {**state["config"], "lr_decay_steps": None}
+    layers = [ConfigLayer(f"checkpoint {checkpoint}", saved)]
+    for layer in user_layers:
+        kept = {k: v for k, v in layer.values.items() if not (k in _RESOLVED_AT_START and v is None)}
+        layers.append(ConfigLayer(layer.source, kept, layer.lines))
+    layers.append(ConfigLayer("--branch", {"model_name": branch, "resume": None, "branch": None}))
+    return ResumePlan(checkpoint, state, compose_config(layers), continue_in=None, branch=branch)

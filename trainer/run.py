@@ -9,29 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import platform
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from trainer.build import new_trainer, restore_trainer
+from trainer.build import new_adapter, new_trainer, restore_trainer
 from trainer.config import TrainingConfig
 from trainer.data import load_corpus
 from trainer.device import configure_precision, resolve_device
 from trainer.errors import NonFiniteLossError, TrainingInterrupted
-from trainer.events import EventLog, git_commit, new_run_id
+from trainer.events import EventLog, new_run_id
 from trainer.hooks import default_hooks
 from trainer.loop import RunInfo, Trainer
+from trainer.model_source import ModelSource, lineage_for, select_model
 from trainer.resume import ResumePlan
+from trainer.run_metadata import fine_tune_mode, log_start, run_metadata
 from trainer.rundir import write_resolved_config
 
 log = logging.getLogger("lmrunner")
-
-ARCHITECTURE_TYPE = "custom-transformer"
 
 
 @dataclass
@@ -62,10 +59,14 @@ def run_training(
     run_dir: Path,
     *,
     resume: ResumePlan | None = None,
+    branched_from: Path | None = None,
     console: bool = True,
 ) -> RunResult:
+    """Train ``config`` in ``run_dir``: a new run, a resumed one (``resume``), or a new
+    fine-tune branch of a checkpoint already registered as ``config.model_name``."""
     started = time.monotonic()
     config, seed_source = resolve_config(config)
+    source = None if resume else select_model(config)  # before anything heavy loads
     device = resolve_device(config.device)
     precision = configure_precision(config.precision, config.fast_matmul, device)
     corpus = load_corpus(config.data_path)
@@ -75,7 +76,13 @@ def run_training(
 
     file_log = _attach_file_log(run_dir / "train.log")
     events = EventLog(run_dir / "events.jsonl", run_id)
-    run = RunInfo(run_dir, run_id, corpus.source, corpus.sha256, lineage=_lineage())
+    if resume:
+        lineage = resume.state.get("lineage") or lineage_for(ModelSource())  # kept as the checkpoint has it
+    else:
+        lineage = lineage_for(source)
+        if branched_from is not None:
+            lineage["branched_from"] = str(branched_from)
+    run = RunInfo(run_dir, run_id, corpus.source, corpus.sha256, lineage=lineage)
     start_step = resume.state["step"] if resume else 0
     hooks = default_hooks(config, events, start_step, console=console)
     trainer: Trainer | None = None
@@ -84,8 +91,19 @@ def run_training(
         common = dict(
             config=config, corpus=corpus, run=run, device=device, autocast_dtype=precision.autocast_dtype, hooks=hooks
         )
-        trainer = restore_trainer(resume.checkpoint, **common) if resume else new_trainer(**common)
-        metadata = _run_metadata(trainer, config, seed_source, precision.matmul, precision.note, hooks, corpus)
+        if resume:
+            trainer = restore_trainer(resume.checkpoint, **common)
+        else:
+            trainer = new_trainer(**common, adapter=new_adapter(config, corpus, source))
+        metadata = run_metadata(
+            trainer,
+            seed_source=seed_source,
+            precision=precision,
+            hooks=hooks,
+            corpus=corpus,
+            source=source,
+            fine_tune=fine_tune_mode(lineage, resumed=resume is not None, continuing=continuing),
+        )
         if not continuing:
             trainer.report("run_start", **metadata, resumed_from=str(resume.checkpoint) if resume else None)
         if resume:
@@ -96,7 +114,7 @@ def run_training(
                 from_step=resume.state["step"],
                 mode="continuing this run" if continuing else "new branch in a new run directory",
             )
-        _log_start(run, metadata, resume, continuing)
+        log_start(run, metadata, resume, continuing)
         trainer.fit()
         status = "completed"
     except (TrainingInterrupted, KeyboardInterrupt):  # KeyboardInterrupt: a second Ctrl-C, mid-save
@@ -136,73 +154,6 @@ def run_training(
         log.removeHandler(file_log)
         file_log.close()
     return result
-
-
-def _lineage() -> dict[str, Any]:
-    return {
-        "architecture_type": ARCHITECTURE_TYPE,
-        "fine_tuned_from": None,
-        "chain": [],
-        "origin": "trained from scratch",
-    }
-
-
-def _run_metadata(trainer, config, seed_source, matmul, precision_note, hooks, corpus) -> dict[str, Any]:
-    shape = trainer.model.shape
-    return {
-        "config": config.to_dict(),
-        "config_hash": config.config_hash(),
-        "git_commit": git_commit(),
-        "seed": config.seed,
-        "seed_source": seed_source,
-        "hooks": [hook.describe() for hook in hooks],
-        "model": {
-            "architecture_type": ARCHITECTURE_TYPE,
-            "origin": "trained from scratch",
-            "num_parameters": trainer.model.num_parameters(),
-            **dataclasses.asdict(shape),
-        },
-        "lineage": trainer.run.lineage,
-        "tokenizer": trainer.tokenizer.identifier,
-        "data": {
-            "source": corpus.source,
-            "sha256": corpus.sha256,
-            "characters": len(corpus.text),
-            "train_windows": len(trainer.train_dataset),
-            "val_windows": len(trainer.val_dataloader.dataset),
-        },
-        "device": str(trainer.device),
-        "precision": {"setting": config.precision, "matmul": matmul, "note": precision_note},
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
-    }
-
-
-def _log_start(run: RunInfo, meta: dict[str, Any], resume: ResumePlan | None, continuing: bool) -> None:
-    model, data = meta["model"], meta["data"]
-    log.info("run %s (config %s) in %s", run.run_id, meta["config_hash"], run.run_dir)
-    if resume:
-        how = "continuing the run" if continuing else "as a new branch"
-        log.info("resumed from %s at step %d, %s", resume.checkpoint, resume.state["step"], how)
-    log.info(
-        "model: %s, %d layers, d_model %d, %d heads, d_ff %d, %s parameters, %s",
-        model["architecture_type"],
-        model["n_layers"],
-        model["d_model"],
-        model["n_heads"],
-        model["d_ff"],
-        f"{model['num_parameters']:,}",
-        model["origin"],
-    )
-    log.info("data: %s (%s characters, vocabulary %d)", data["source"], f"{data['characters']:,}", model["vocab_size"])
-    log.info(
-        "device: %s, %s (%s); seed %d (%s)",
-        meta["device"],
-        meta["precision"]["matmul"],
-        meta["precision"]["note"],
-        meta["seed"],
-        meta["seed_source"],
-    )
-    log.info("hooks: %s", ", ".join(meta["hooks"]))
 
 
 def _attach_file_log(path: Path) -> logging.Handler:

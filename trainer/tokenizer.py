@@ -62,6 +62,15 @@ class CharTokenizer:
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
 
+    def save_pretrained(self, directory: Path) -> None:
+        """The same call as a Hugging Face tokenizer's: the vocabulary as ``tokenizer.json``."""
+        self.save(directory / "tokenizer.json")
+
+    # An empty prompt starts from the first vocabulary entry; a character vocabulary has no
+    # end-of-text token, so sampling always runs to its full length.
+    start_id = 0
+    eos_id = None
+
     @classmethod
     def load(cls, path: Path) -> CharTokenizer:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import MAIN, REPO, run_main
+from tests.conftest import MAIN, REPO, read_events, run_dirs, run_main
 
 
 def listed(cwd) -> list[str]:
@@ -145,8 +145,16 @@ def test_register_checkpoint_then_use_name(tmp_path, corpus_file):
     assert result.returncode == 0, result.stderr
     info = json.loads(run_main("model-info", "my-char", "--json", cwd=tmp_path).stdout)
     assert info["source"] == "finetune" and info["architecture_type"] == "custom-transformer" and info["step"] == 2
-    refused = run_main("model_name=my-char", cwd=tmp_path)
-    assert refused.returncode == 2 and "registered custom-transformer model" in refused.stderr
+    # The registered model fine-tunes by name, with its own shape and vocabulary.
+    tuned = run_main("--data", str(corpus_file), "model_name=my-char", "--max-steps", "2", cwd=tmp_path)
+    assert tuned.returncode == 0, tuned.stderr
+    assert "ignored from the config: n_layers=4 (the model has 1)" in tuned.stderr
+    (tuned_dir,) = [d for d in run_dirs(tmp_path) if d != checkpoint.parent.parent]
+    start = read_events(tuned_dir)[0]
+    assert start["model"]["n_layers"] == 1 and start["lineage"]["fine_tuned_from"] == "my-char"
+    assert start["fine_tune"] == "new fine-tune of my-char"
+    foreign = run_main("model_name=my-char", cwd=tmp_path)  # the built-in corpus has other characters
+    assert foreign.returncode == 3 and "characters the model's vocabulary has" in foreign.stderr
 
 
 @pytest.mark.parametrize("args", [["list-models"], ["model-info", "tiny-qwen"], ["--help"]])

@@ -1,13 +1,16 @@
 import pytest
+import torch
 
+from trainer.adapters import CustomTransformerAdapter
 from trainer.config import TrainingConfig
-from trainer.model import Transformer, TransformerShape
+from trainer.model import TransformerShape
 from trainer.optim import create_optimizer, lr_at
 
 
 def test_no_decay_on_biases_norms_and_embeddings():
-    model = Transformer(TransformerShape(11, 2, 16, 2, 32, 8, 0.0))
-    optimizer = create_optimizer(model, TrainingConfig(weight_decay=0.1))
+    adapter = CustomTransformerAdapter.new(TransformerShape(11, 2, 16, 2, 32, 8, 0.0), tokenizer=None)
+    model = adapter.model
+    optimizer = create_optimizer(adapter, TrainingConfig(weight_decay=0.1), torch.device("cpu"))
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}

@@ -253,4 +253,4 @@ def test_links_and_unknown_files_inside_a_model_are_reported(registry, tiny_qwen
 
 def test_register_from_run_directory_leaves_optimizer_and_manifest(registry, custom_run):
     entry = register_checkpoint(registry, custom_run.run_dir, "from-run-dir")
-    assert set(entry.files) == {"model.safetensors", "tokenizer.json", "trainer_state.json"}
+    assert set(entry.files) == {"model.safetensors", "model_config.json", "tokenizer.json", "trainer_state.json"}

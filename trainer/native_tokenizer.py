@@ -1,0 +1,79 @@
+"""Tokenizers beside the character one: a Hugging Face model's own, and choosing which to use.
+
+Every tokenizer the Trainer sees has the same small surface as ``CharTokenizer``: ``encode``
+(text to an int64 tensor), ``decode``, ``vocab_size``, ``identifier`` and
+``save_pretrained(directory)``, so the loop, the data pipeline and the checkpoints never ask
+which kind they hold. A checkpoint's tokenizer files tell ``load_tokenizer`` the kind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from trainer.tokenizer import CHAR_TOKENIZER_TYPE, CharTokenizer
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class HFTokenizer:
+    """A transformers tokenizer behind the CharTokenizer surface."""
+
+    def __init__(self, tokenizer, name: str):
+        self.tokenizer = tokenizer
+        self.name = name  # where it came from: a registry name or a path
+
+    @classmethod
+    def from_directory(cls, directory: Path, name: str | None = None) -> HFTokenizer:
+        from transformers import AutoTokenizer
+
+        return cls(AutoTokenizer.from_pretrained(str(directory)), name or str(directory))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)  # the base vocabulary plus added tokens
+
+    @property
+    def identifier(self) -> str:
+        return f"hf:{type(self.tokenizer).__name__}:{self.vocab_size}"
+
+    @property
+    def start_id(self) -> int:
+        """The token an empty prompt starts from."""
+        for candidate in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id):
+            if candidate is not None:
+                return candidate
+        return 0
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.tokenizer.eos_token_id
+
+    def encode(self, text: str) -> torch.Tensor:
+        # No BOS/EOS: training windows are cut from one long stream of text. verbose=False:
+        # a corpus is far longer than model_max_length on purpose, so that warning is noise.
+        ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        return torch.tensor(ids, dtype=torch.int64)
+
+    def decode(self, ids: torch.Tensor | list[int]) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return self.tokenizer.decode(ids)
+
+    def save_pretrained(self, directory: Path) -> None:
+        self.tokenizer.save_pretrained(str(directory))
+
+
+def load_tokenizer(directory: Path, name: str | None = None) -> CharTokenizer | HFTokenizer:
+    """The tokenizer saved in ``directory``: a character vocabulary or a Hugging Face tokenizer."""
+    path = directory / TOKENIZER_FILE
+    if path.is_file():
+        try:
+            kind = json.loads(path.read_text(encoding="utf-8")).get("type")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        if kind == CHAR_TOKENIZER_TYPE:
+            return CharTokenizer.load(path)
+    return HFTokenizer.from_directory(directory, name)

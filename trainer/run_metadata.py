@@ -1,0 +1,132 @@
+"""What a run says about itself at the start: the run_start event's fields and the console lines.
+
+The model section answers "what is being trained and where did it come from": the custom
+Transformer's shape and "trained from scratch", or the registry model (name, Hub id,
+architecture, source, size on disk) and its fine-tuning lineage.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from typing import Any
+
+import torch
+
+from trainer.events import git_commit
+from trainer.model_source import ModelSource
+
+log = logging.getLogger("lmrunner")
+
+
+def fine_tune_mode(lineage: dict[str, Any], resumed: bool, continuing: bool) -> str | None:
+    """How this run relates to the model it trains: None for a model trained from scratch."""
+    parent = lineage.get("fine_tuned_from")
+    if parent is None:
+        return None
+    if "branched_from" in lineage and not resumed:
+        return f"new branch {parent} from checkpoint {lineage['branched_from']}"
+    if resumed:
+        return f"continuing the fine-tune of {parent}" + ("" if continuing else " (in a new run directory)")
+    return f"new fine-tune of {parent}"
+
+
+def model_metadata(trainer, source: ModelSource | None) -> dict[str, Any]:
+    """The model section of run_start. ``source`` is None on resume: the model then comes
+    from the checkpoint, and its lineage says where it came from before that."""
+    config, lineage = trainer.config, trainer.run.lineage
+    described = trainer.adapter.describe()
+    meta: dict[str, Any] = {
+        "model_name": config.model_name,
+        "architecture_type": trainer.adapter.architecture_type,
+        "origin": lineage.get("origin"),
+        **described,
+    }
+    if lineage.get("fine_tuned_from") is not None:
+        meta["model_id"] = lineage.get("model_id")
+    if source is not None and source.entry is not None:
+        entry = source.entry
+        meta.update(
+            model_id=source.model_id,
+            source=entry.source,
+            revision=entry.revision,
+            disk_size_bytes=entry.disk_size_bytes,
+            registry_num_parameters=entry.num_parameters,
+        )
+    meta["seq_len"] = min(config.max_seq_len, trainer.adapter.max_positions)
+    meta["config_settings_overridden"] = trainer.adapter.overridden_settings(config)
+    return meta
+
+
+def run_metadata(trainer, *, seed_source, precision, hooks, corpus, source, fine_tune) -> dict[str, Any]:
+    config = trainer.config
+    return {
+        "config": config.to_dict(),
+        "config_hash": config.config_hash(),
+        "git_commit": git_commit(),
+        "seed": config.seed,
+        "seed_source": seed_source,
+        "hooks": [hook.describe() for hook in hooks],
+        "model": model_metadata(trainer, source),
+        "lineage": trainer.run.lineage,
+        "fine_tune": fine_tune,
+        "tokenizer": {"identifier": trainer.tokenizer.identifier, "override": config.tokenizer},
+        "data": {
+            "source": corpus.source,
+            "sha256": corpus.sha256,
+            "characters": len(corpus.text),
+            "train_windows": len(trainer.train_dataset),
+            "val_windows": len(trainer.val_dataloader.dataset),
+        },
+        "device": str(trainer.device),
+        "precision": {"setting": config.precision, "matmul": precision.matmul, "note": precision.note},
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def log_start(run, meta: dict[str, Any], resume, continuing: bool) -> None:
+    model, data = meta["model"], meta["data"]
+    log.info("run %s (config %s) in %s", run.run_id, meta["config_hash"], run.run_dir)
+    if resume:
+        how = "continuing the run" if continuing else "as a new branch"
+        log.info("resumed from %s at step %d, %s", resume.checkpoint, resume.state["step"], how)
+    log.info("model: %s", _describe_model(model))
+    if meta["fine_tune"]:
+        log.info("fine-tune: %s; lineage %s", meta["fine_tune"], " -> ".join(meta["lineage"].get("chain") or []))
+    if model["config_settings_overridden"]:
+        log.warning(
+            "the model's own architecture wins; ignored from the config: %s",
+            ", ".join(model["config_settings_overridden"]),
+        )
+    if model["seq_len"] < meta["config"]["max_seq_len"]:
+        log.warning(
+            "max_seq_len=%d capped to %d, the positions the model has", meta["config"]["max_seq_len"], model["seq_len"]
+        )
+    log.info(
+        "data: %s (%s characters, tokenizer %s%s)",
+        data["source"],
+        f"{data['characters']:,}",
+        meta["tokenizer"]["identifier"],
+        f", override {meta['tokenizer']['override']}" if meta["tokenizer"]["override"] else "",
+    )
+    log.info(
+        "device: %s, %s (%s); seed %d (%s)",
+        meta["device"],
+        meta["precision"]["matmul"],
+        meta["precision"]["note"],
+        meta["seed"],
+        meta["seed_source"],
+    )
+    log.info("hooks: %s", ", ".join(meta["hooks"]))
+
+
+def _describe_model(model: dict[str, Any]) -> str:
+    params = f"{model['num_parameters']:,} parameters"
+    if model["architecture_type"] == "custom-transformer" and model["model_name"] is None:
+        return (
+            f"custom-transformer, {model['n_layers']} layers, d_model {model['d_model']}, {model['n_heads']} heads, "
+            f"d_ff {model['d_ff']}, vocabulary {model['vocab_size']}, {params}, {model['origin']}"
+        )
+    where = f" ({model['model_id']})" if model.get("model_id") else ""
+    size = f", {model['disk_size_bytes'] / 1e6:,.1f} MB on disk" if model.get("disk_size_bytes") else ""
+    return f"{model['model_name']}{where}: {model['architecture_type']}, {model['n_layers']} layers, {params}{size}"
