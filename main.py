@@ -21,9 +21,9 @@ import yaml
 
 OVERVIEW = """\
 usage: python main.py [model=GROUP] [training=GROUP] [key=value ...] [-m] [--cfg job] [--info]
-       python main.py --config FILE [--max-steps N] [--data FILE] [--resume PATH] [key=value ...]
+       python main.py --config FILE [--max-steps N] [--data FILE] [--resume PATH [--branch NAME]] [key=value ...]
 
-Train a language model; every run gets its own directory.
+Train a language model from scratch or fine-tune one from the registry; every run gets its own directory.
 
 Hydra front door (the default): config groups and key=value overrides composed onto one schema.
   groups:   model={models}   training={trainings}
@@ -39,6 +39,8 @@ Model registry (./models, or $LMRUNNER_HOME):
   python main.py import-model Qwen/Qwen2.5-0.5B --name qwen-0.5b-base   from the Hub, or a local directory
   python main.py list-models | model-info NAME | delete-model NAME | validate-registry
   python main.py register-model outputs/DATE/TIME/checkpoints/step-N --name NAME
+  python main.py model_name=NAME data_path=my.txt     fine-tune a registry model (see README "Fine-tuning")
+  python main.py --resume CHECKPOINT --branch NAME    a new fine-tune branch from a checkpoint
   python main.py SUBCOMMAND --help                    the options of each
 
 Plain front door: a YAML file (see configs/) with the same keys.
