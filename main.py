@@ -150,6 +150,7 @@ def run_plain(argv: list[str]) -> int:
         build_parser().print_help()
         return 0
     args = build_parser().parse_intermixed_args(argv)
+    init_distributed()
     layers = config_layers(args)
     if args.print_config:
         config, _ = plan_run(layers)
@@ -183,7 +184,18 @@ def route(argv: list[str]) -> int:
         return run_plain(argv)
     from trainer.hydra_app import run_hydra
 
+    init_distributed()
     return run_hydra(argv)
+
+
+def init_distributed() -> None:
+    """Under torchrun, join the process group before anything is decided (the run directory
+    is rank 0's to choose); a plain run is rank 0 of 1 and this does nothing."""
+    if "WORLD_SIZE" in os.environ:
+        from trainer.distributed import init_from_env
+
+        if not init_from_env().is_main:  # one console: rank 0's (warnings and errors still show)
+            logging.getLogger("lmrunner").setLevel(logging.WARNING)
 
 
 class _TqdmHandler(logging.Handler):
@@ -223,10 +235,17 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         if isinstance(err, LmrunnerError):
             hint = f"; {err.hint}" if err.hint else ""
-            print(f"error: {err.message}{hint}", file=sys.stderr)
+            rank = os.environ.get("RANK", "0")
+            who = "" if rank == "0" else f"(rank {rank}) "  # under DDP every rank reports
+            print(f"error: {who}{err.message}{hint}", file=sys.stderr)
             return err.exit_code
         print(f"error: {type(err).__name__}: {err} (set LMRUNNER_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        if "torch.distributed" in sys.modules:
+            from trainer.distributed import shutdown
+
+            shutdown()
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ MODEL_CARD_FILE = "README.md"
 
 class ModelAdapter(Protocol):
     architecture_type: str
-    model: nn.Module
+    model: nn.Module  # the model itself: saved, described, sampled from
+    train_module: nn.Module  # what ``loss`` runs through: ``model``, or DistributedDataParallel around it
     tokenizer: Any  # CharTokenizer or HFTokenizer: encode, decode, vocab_size, identifier
     max_positions: int  # the longest window the model can take
 
@@ -69,6 +70,7 @@ class CustomTransformerAdapter:
 
     def __init__(self, model: Transformer, tokenizer: CharTokenizer | HFTokenizer, from_config: bool):
         self.model = model
+        self.train_module: nn.Module = model  # what the loss runs through: the model, or DDP around it
         self.tokenizer = tokenizer
         self.max_positions = model.shape.max_seq_len
         self._from_config = from_config  # a new model takes its shape from the config itself
@@ -87,7 +89,7 @@ class CustomTransformerAdapter:
         return adapter
 
     def loss(self, inputs, targets):
-        return self.model(inputs, targets)[1]
+        return self.train_module(inputs, targets)[1]
 
     def generate(self, prompt_ids, max_new_tokens, temperature, generator):
         return self.model.generate(
@@ -136,6 +138,7 @@ def _saved_shape(directory: Path, vocab_size: int) -> TransformerShape:
 class HFCausalLMAdapter:
     def __init__(self, model: nn.Module, tokenizer: HFTokenizer, architecture_type: str):
         self.model = model
+        self.train_module: nn.Module = model  # what the loss runs through: the model, or DDP around it
         self.tokenizer = tokenizer
         self.architecture_type = architecture_type
         config = model.config
@@ -155,7 +158,7 @@ class HFCausalLMAdapter:
     def loss(self, inputs, targets):
         # No labels=: transformers would shift them by one more position. Our targets are
         # shifted already, so the loss is plain cross entropy over every position.
-        logits = self.model(input_ids=inputs, use_cache=False).logits
+        logits = self.train_module(input_ids=inputs, use_cache=False).logits
         return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
     @torch.no_grad()

@@ -111,18 +111,26 @@ class ResumableBatchSampler:
     can be produced from its number alone, and ``start_batch`` resumes mid-epoch.
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, start_batch: int = 0):
+    def __init__(
+        self, num_items: int, batch_size: int, seed: int, start_batch: int = 0, rank: int = 0, world_size: int = 1
+    ):
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} does not split evenly over {world_size} ranks")
         self.num_items = num_items
         self.batch_size = batch_size
         self.seed = seed
         self.start_batch = start_batch
+        # Under DDP each rank takes its own contiguous slice of every global batch, so the
+        # global batch, and what one step learns from, does not depend on the number of ranks.
+        share = batch_size // world_size
+        self._slice = slice(rank * share, (rank + 1) * share)
         self._cached_epoch = -1
         self._cached_perm = torch.empty(0, dtype=torch.int64)
 
     def __iter__(self) -> Iterator[list[int]]:
         batch = self.start_batch
         while True:
-            yield self.batch_indices(batch)
+            yield self.batch_indices(batch)[self._slice]
             batch += 1
 
     def batch_indices(self, batch: int) -> list[int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.config import FIELD_NAMES, ConfigLayer, TrainingConfig, merge_layers
+from trainer.distributed import current, init_from_env, on_main
 from trainer.errors import ConfigError, TrainingInterrupted, UsageError, did_you_mean
 from trainer.rundir import create_run_dir
 
@@ -88,6 +89,7 @@ def _job(cfg) -> dict[str, Any]:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode.name == "MULTIRUN"
     try:
+        init_from_env()  # a submitit job with several tasks: its ranks join here
         config = OmegaConf.to_object(cfg)
         layer = requested_layer(config, list(hydra_cfg.overrides.task))
         result = start_run([layer], new_run_dir=lambda: run_dir, overrides=None)
@@ -124,12 +126,13 @@ def run_hydra(argv: list[str]) -> int:
     overrides = list(args.overrides)
     check_overrides(overrides)
     register()
-    runs_one_job = not (args.multirun or args.cfg or args.info or args.help or args.hydra_help or args.shell_completion)
-    if runs_one_job:
+    runs_jobs = not (args.cfg or args.info or args.help or args.hydra_help or args.shell_completion)
+    if runs_jobs and not args.multirun:
         plan = _check_single_run(overrides)  # before Hydra makes a run directory for it
-        argv = [*argv, *_run_dir_overrides(overrides, plan)]
-    elif args.multirun and not _sets(overrides, "hydra.sweep.dir"):
-        argv = [*argv, f"hydra.sweep.dir={create_run_dir(Path('multirun'))}"]
+        argv = _add_overrides(argv, overrides, _run_dir_overrides(overrides, plan))
+    elif runs_jobs and not _sets(overrides, "hydra.sweep.dir"):
+        sweep_dir = on_main(lambda: create_run_dir(Path("multirun")))
+        argv = _add_overrides(argv, overrides, [f"hydra.sweep.dir={sweep_dir}"])
     sys.argv = [sys.argv[0], *argv]
     app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_job)
     try:
@@ -178,9 +181,21 @@ def _run_dir_overrides(overrides: list[str], plan: ResumePlan | None) -> list[st
     """
     if plan is not None and plan.continue_in is not None:
         return [f"hydra.run.dir={plan.continue_in}", "hydra.output_subdir=null"]
+    # Under DDP every rank runs this app: one directory, chosen by rank 0, and only rank 0
+    # writes .hydra/ in it.
+    extra = [] if current().is_main else ["hydra.output_subdir=null"]
     if _sets(overrides, "hydra.run.dir"):
-        return []
-    return [f"hydra.run.dir={create_run_dir(Path('outputs'))}"]
+        return extra
+    return [f"hydra.run.dir={on_main(lambda: create_run_dir(Path('outputs')))}", *extra]
+
+
+def _add_overrides(argv: list[str], overrides: list[str], extra: list[str]) -> list[str]:
+    """``extra`` placed right after the command line's overrides: Hydra's parser takes its
+    positional overrides as one run, so after an option such as --cfg they would be refused."""
+    if not overrides:
+        return [*argv, *extra]
+    end = len(argv) - argv[::-1].index(overrides[-1])
+    return [*argv[:end], *extra, *argv[end:]]
 
 
 def _sets(overrides: list[str], key: str) -> bool:

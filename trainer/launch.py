@@ -13,6 +13,7 @@ from pathlib import Path
 
 from trainer.config import ConfigLayer, TrainingConfig, compose_config
 from trainer.data import check_data_file
+from trainer.distributed import on_main
 from trainer.errors import ConfigError, UsageError
 from trainer.model_source import check_tokenizer_setting, registry_of, select_model
 from trainer.resume import ResumePlan, plan_branch, plan_resume
@@ -61,18 +62,23 @@ def start_run(
     """Plan and run. ``overrides`` is the request to record under .hydra/; None when Hydra
     has recorded it already."""
     config, plan = plan_run(layers)
+    # Under DDP, rank 0 alone registers, makes the run directory and records the request; the
+    # other ranks are told the directory (each deciding its own would split the run in two).
     if plan is not None and plan.branch is not None:
         from registry.hub import register_checkpoint
 
-        register_checkpoint(registry_of(config), plan.checkpoint, plan.branch)
-        run_dir = new_run_dir()
-        if overrides is not None:
-            write_composed_config(run_dir, config.to_dict(), overrides)
+        on_main(lambda: register_checkpoint(registry_of(config), plan.checkpoint, plan.branch))
+        run_dir = on_main(lambda: _new_dir(new_run_dir, config, overrides))
         return run_training(config, run_dir, branched_from=plan.checkpoint, console=console)
     if plan is not None and plan.continue_in is not None:
         run_dir = plan.continue_in  # its .hydra/ keeps the original request; the resume event has this one
     else:
-        run_dir = new_run_dir()
-        if overrides is not None:
-            write_composed_config(run_dir, config.to_dict(), overrides)
+        run_dir = on_main(lambda: _new_dir(new_run_dir, config, overrides))
     return run_training(config, run_dir, resume=plan, console=console)
+
+
+def _new_dir(new_run_dir: Callable[[], Path], config: TrainingConfig, overrides: list[str] | None) -> Path:
+    run_dir = new_run_dir()
+    if overrides is not None:
+        write_composed_config(run_dir, config.to_dict(), overrides)
+    return run_dir

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainer import checkpoint as ckpt
+from trainer import distributed
 from trainer.config import TrainingConfig
 from trainer.data import ResumableBatchSampler, WindowDataset, train_loader
 from trainer.errors import NonFiniteLossError, TrainingInterrupted
@@ -28,6 +29,8 @@ from trainer.optim import lr_at, set_lr
 
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng_state.pt"
+# Signals that mean "save and stop": Ctrl-C, and what schedulers send before a kill or requeue.
+_STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
 
 
 @dataclass
@@ -74,7 +77,17 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.last_loss: float | None = None
         self.last_val_loss: float | None = None
-        self._stop_signal: str | None = None
+        self._stop_signal: str | None = None  # a signal this process received
+        self._stop_agreed: str | None = None  # the stop every rank agreed on at the last step
+        self.ranks = distributed.current()
+        if self.ranks.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # DDP averages gradients over ranks during backward and, at construction, gives
+            # every rank rank 0's weights. Buffers (the causal mask) are constants: no broadcast.
+            adapter.train_module = DistributedDataParallel(
+                adapter.model, device_ids=[device.index] if device.type == "cuda" else None, **_NO_BUFFER_SYNC
+            )
 
     @classmethod
     def from_checkpoint(cls, path: Path, **kwargs: Any) -> Trainer:
@@ -86,7 +99,8 @@ class Trainer:
     # --- one step -------------------------------------------------------------------
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
-        """One optimizer step on one global batch; returns its mean loss.
+        """One optimizer step on one global batch (under DDP: this rank's slice of it);
+        returns the mean loss over the global batch.
 
         With grad_accum_steps > 1 the batch is split into that many micro-batches whose
         gradients add up, so batch_size always means the batch one step learns from.
@@ -96,12 +110,12 @@ class Trainer:
         self.model.train()
         micro_batches = self.config.grad_accum_steps
         total = torch.zeros((), device=self.device)
-        for x, y in zip(inputs.chunk(micro_batches), targets.chunk(micro_batches), strict=True):
-            with self._autocast():
+        for i, (x, y) in enumerate(zip(inputs.chunk(micro_batches), targets.chunk(micro_batches), strict=True)):
+            with self._autocast(), self._sync_gradients(last=i == micro_batches - 1):
                 loss = self.adapter.loss(x, y)
-            (loss / micro_batches).backward()
+                (loss / micro_batches).backward()
             total += loss.detach() / micro_batches
-        mean_loss = total.item()
+        mean_loss = self._agree(total)
         if not math.isfinite(mean_loss):
             # Leave the weights as they were before this step: nothing non-finite is saved.
             self.optimizer.zero_grad(set_to_none=True)
@@ -116,15 +130,21 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss over the fixed validation batches (dropout off, no RNG drawn)."""
+        """Mean loss over the fixed validation batches (dropout off, no RNG drawn). Under DDP
+        the ranks share the batches out and the mean is taken over all of them."""
         self.model.eval()
-        losses = []
-        for inputs, targets in self.val_dataloader:
+        ranks = self.ranks
+        total = torch.zeros(2, dtype=torch.float64, device=self.device)  # sum of batch losses, batches
+        for i, (inputs, targets) in enumerate(self.val_dataloader):
+            if i % ranks.world_size != ranks.rank:
+                continue
             with self._autocast():
                 loss = self.adapter.loss(inputs.to(self.device), targets.to(self.device))
-            losses.append(loss.float().item())
+            total += torch.stack([loss.detach().double(), torch.ones((), dtype=torch.float64, device=self.device)])
+        if ranks.distributed:
+            torch.distributed.all_reduce(total)
         self.model.train()
-        self.last_val_loss = sum(losses) / len(losses)
+        self.last_val_loss = (total[0] / total[1]).item()
         return self.last_val_loss
 
     def sample(
@@ -160,7 +180,12 @@ class Trainer:
     def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The training batches from this trainer's step on: one global batch per step."""
         sampler = ResumableBatchSampler(
-            len(self.train_dataset), self.config.batch_size, self.config.seed, start_batch=self.step
+            len(self.train_dataset),
+            self.config.batch_size,
+            self.config.seed,
+            start_batch=self.step,
+            rank=self.ranks.rank,
+            world_size=self.ranks.world_size,
         )
         return iter(train_loader(self.train_dataset, sampler))
 
@@ -181,7 +206,7 @@ class Trainer:
                 )
                 for hook in self.hooks:
                     hook.on_step_end(self)
-                if self._stop_signal:
+                if self._stop_agreed:
                     self._save_and_stop()
             for hook in self.hooks:
                 hook.on_run_end(self)
@@ -191,9 +216,31 @@ class Trainer:
         for hook in self.hooks:
             hook.on_event(self, record)
 
+    def _agree(self, local_loss: torch.Tensor) -> float:
+        """The global batch's mean loss, and whether any rank was asked to stop, in one
+        all-reduce: so every rank stops after the same step, whichever got the signal."""
+        stop_code = _STOP_SIGNALS.index(self._stop_signal) + 1 if self._stop_signal else 0
+        if not self.ranks.distributed:
+            self._stop_agreed = self._stop_signal
+            return local_loss.item()
+        packed = torch.stack([local_loss.double(), torch.tensor(float(stop_code), device=self.device).double()])
+        torch.distributed.all_reduce(packed)
+        loss, stop = packed.tolist()
+        if stop and not self._stop_agreed:
+            self._stop_agreed = self._stop_signal or "SIGTERM"  # another rank's preemption notice
+        return loss / self.ranks.world_size
+
+    def _sync_gradients(self, last: bool):
+        """Under DDP, gradients are averaged over ranks only on the last micro-batch."""
+        if last or not self.ranks.distributed:
+            return contextlib.nullcontext()
+        return self.adapter.train_module.no_sync()
+
     @contextlib.contextmanager
     def _stop_on_signals(self):
-        """SIGINT/SIGTERM finish the current step, save a checkpoint and stop.
+        """SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 finish the current step, save a checkpoint
+        and stop. SLURM sends SIGTERM (or the signal asked for with --signal, USR1 or
+        submitit's USR2) before it kills or requeues a job.
 
         A second signal while saving falls through to the default handler. Off the main
         thread (where handlers cannot be installed) signals keep their default behaviour.
@@ -201,10 +248,12 @@ class Trainer:
 
         def request_stop(signum, frame):
             self._stop_signal = signal.Signals(signum).name
-            signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
 
         try:
-            previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+            previous = {
+                getattr(signal, name): signal.signal(getattr(signal, name), request_stop) for name in _STOP_SIGNALS
+            }
         except ValueError:
             previous = {}
         try:
@@ -215,18 +264,29 @@ class Trainer:
 
     def _save_and_stop(self) -> None:
         path = self.save_checkpoint() if self.last_checkpoint_step != self.step else self.last_checkpoint
-        raise TrainingInterrupted(self._stop_signal, self.step, str(path))
+        raise TrainingInterrupted(self._stop_agreed, self.step, str(path))
 
     # --- checkpoints ----------------------------------------------------------------
 
     def save_checkpoint(self) -> Path:
+        """Every rank calls this at the same step; rank 0 writes (the unwrapped model, the
+        optimizer state every rank shares, and each rank's RNG state) and tells the others
+        where."""
+        rng_states = distributed.gather_to_main(_rng_state())
+        path = distributed.on_main(lambda: self._write_checkpoint(rng_states))
+        self.last_checkpoint_step, self.last_checkpoint = self.step, path
+        return path
+
+    def _write_checkpoint(self, rng_states: list[dict[str, Any]]) -> Path:
+        # Rank 0's state at the top level (what a single process restores); all ranks' under
+        # "per_rank", so a run resumed on as many ranks gets each its own dropout stream back.
+        rng = {**rng_states[0], "per_rank": rng_states} if len(rng_states) > 1 else rng_states[0]
         writers = [
             lambda d: self.adapter.save(d, self.run.lineage),
             lambda d: ckpt.save_tensors(self.optimizer.state_dict(), d / OPTIMIZER_FILE),
-            lambda d: ckpt.save_tensors(_rng_state(), d / RNG_FILE),
+            lambda d: ckpt.save_tensors(rng, d / RNG_FILE),
         ]
         path = ckpt.write_checkpoint(self.run.run_dir / "checkpoints", self.step, writers, self.trainer_state())
-        self.last_checkpoint_step, self.last_checkpoint = self.step, path
         self.report("checkpoint", path=str(path))
         deleted = ckpt.prune_checkpoints(self.run.run_dir / "checkpoints", self.config.keep_last_checkpoints, self.step)
         if deleted:
@@ -253,12 +313,30 @@ class Trainer:
         """Load optimizer and RNG state from a verified checkpoint directory (the adapter
         has loaded the weights from it already)."""
         self.optimizer.load_state_dict(ckpt.load_tensors(path / OPTIMIZER_FILE))
-        _restore_rng_state(ckpt.load_tensors(path / RNG_FILE))
+        rng = ckpt.load_tensors(path / RNG_FILE)
+        per_rank = rng.get("per_rank", [rng])
+        # On another number of ranks the saved streams cannot be matched one to one: each
+        # rank takes rank 0's. Exact either way with dropout 0, the DDP-equivalence setting.
+        same_world = len(per_rank) == self.ranks.world_size
+        _restore_rng_state(per_rank[self.ranks.rank] if same_world else per_rank[0])
 
     def _autocast(self):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    """DDP's switch for not re-broadcasting buffers at every forward (newer torch renamed it)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    parameters = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
+
+
+_NO_BUFFER_SYNC = _no_buffer_sync()
 
 
 def _rng_state() -> dict[str, Any]:

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from trainer import distributed
 from trainer.build import new_adapter, new_trainer, restore_trainer
 from trainer.config import TrainingConfig
 from trainer.data import load_corpus
 from trainer.device import configure_precision, resolve_device
-from trainer.errors import NonFiniteLossError, TrainingInterrupted
+from trainer.errors import ConfigValueError, NonFiniteLossError, TrainingInterrupted
 from trainer.events import EventLog, new_run_id
 from trainer.hooks import default_hooks
 from trainer.loop import RunInfo, Trainer
@@ -46,12 +49,24 @@ class RunResult:
 def resolve_config(config: TrainingConfig) -> tuple[TrainingConfig, str]:
     """Fill in what a config may leave open: draw a seed, fix the schedule length."""
     seed_source = "config"
-    if config.seed is None:
-        config = dataclasses.replace(config, seed=secrets.randbelow(2**31))
+    if config.seed is None:  # under DDP rank 0 draws it for all
+        config = dataclasses.replace(config, seed=distributed.on_main(lambda: secrets.randbelow(2**31)))
         seed_source = "drawn"
     if config.lr_decay_steps is None:
         config = dataclasses.replace(config, lr_decay_steps=config.max_steps)
     return config, seed_source
+
+
+def check_batch_split(config: TrainingConfig, world_size: int) -> None:
+    """batch_size is the global batch: every rank takes an equal share, in equal micro-batches."""
+    if config.batch_size % (world_size * config.grad_accum_steps):
+        raise ConfigValueError(
+            "batch_size",
+            config.batch_size,
+            f"must split evenly over {world_size} ranks x grad_accum_steps micro-batches",
+            "grad_accum_steps",
+            config.grad_accum_steps,
+        )
 
 
 def run_training(
@@ -65,17 +80,23 @@ def run_training(
     """Train ``config`` in ``run_dir``: a new run, a resumed one (``resume``), or a new
     fine-tune branch of a checkpoint already registered as ``config.model_name``."""
     started = time.monotonic()
+    ranks = distributed.current()
     config, seed_source = resolve_config(config)
+    check_batch_split(config, ranks.world_size)
     source = None if resume else select_model(config)  # before anything heavy loads
-    device = resolve_device(config.device)
+    device = resolve_device(distributed.device_for(config.device, ranks))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     precision = configure_precision(config.precision, config.fast_matmul, device)
     corpus = load_corpus(config.data_path)
     continuing = resume is not None and resume.continue_in == run_dir
-    run_id = resume.state["run_id"] if continuing else new_run_id()
-    write_resolved_config(run_dir, config.to_dict())
+    run_id = resume.state["run_id"] if continuing else distributed.on_main(new_run_id)
 
-    file_log = _attach_file_log(run_dir / "train.log")
-    events = EventLog(run_dir / "events.jsonl", run_id)
+    # Rank 0 alone writes the run's files and talks to the console; the other ranks train.
+    if ranks.is_main:
+        write_resolved_config(run_dir, config.to_dict())
+    file_log = _attach_file_log(run_dir / "train.log") if ranks.is_main else logging.NullHandler()
+    events = EventLog(run_dir / "events.jsonl", run_id) if ranks.is_main else None
     if resume:
         lineage = resume.state.get("lineage") or lineage_for(ModelSource())  # kept as the checkpoint has it
     else:
@@ -84,7 +105,7 @@ def run_training(
             lineage["branched_from"] = str(branched_from)
     run = RunInfo(run_dir, run_id, corpus.source, corpus.sha256, lineage=lineage)
     start_step = resume.state["step"] if resume else 0
-    hooks = default_hooks(config, events, start_step, console=console)
+    hooks = default_hooks(config, events, start_step, console=console and ranks.is_main)
     trainer: Trainer | None = None
     status = "failed"
     try:
@@ -150,7 +171,8 @@ def run_training(
             )
         for hook in hooks:
             hook.close()
-        events.close()
+        if events is not None:
+            events.close()
         log.removeHandler(file_log)
         file_log.close()
     return result

@@ -79,6 +79,7 @@ def run_metadata(trainer, *, seed_source, precision, hooks, corpus, source, fine
             "val_windows": len(trainer.val_dataloader.dataset),
         },
         "device": str(trainer.device),
+        "world_size": trainer.ranks.world_size,  # DDP ranks; batch_size is the global batch
         "precision": {"setting": config.precision, "matmul": precision.matmul, "note": precision.note},
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
@@ -117,6 +118,13 @@ def log_start(run, meta: dict[str, Any], resume, continuing: bool) -> None:
         meta["seed"],
         meta["seed_source"],
     )
+    if meta["world_size"] > 1:
+        log.info(
+            "DDP: %d ranks, each %d of the global batch of %d",
+            meta["world_size"],
+            meta["config"]["batch_size"] // meta["world_size"],
+            meta["config"]["batch_size"],
+        )
     log.info("hooks: %s", ", ".join(meta["hooks"]))
 
 

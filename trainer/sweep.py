@@ -17,6 +17,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from trainer.distributed import current
 from trainer.errors import TrainingInterrupted
 
 SUMMARY_FILE = "summary.jsonl"
@@ -54,8 +55,8 @@ def job_outcome(result=None, error: BaseException | None = None) -> dict[str, An
 class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         hydra_cfg = job_return.hydra_cfg.hydra if job_return.hydra_cfg else None
-        if hydra_cfg is None or hydra_cfg.mode.name != "MULTIRUN":
-            return
+        if hydra_cfg is None or hydra_cfg.mode.name != "MULTIRUN" or not current().is_main:
+            return  # under DDP every rank ends the job; rank 0 speaks for it
         if job_return.status == JobStatus.COMPLETED:
             outcome = job_return.return_value
         else:  # the job raised past lmrunner's own handling
@@ -67,6 +68,8 @@ class SweepSummary(Callback):
             handle.write(json.dumps(line) + "\n")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not current().is_main:
+            return
         summary = Path(config.hydra.sweep.dir) / SUMMARY_FILE
         lines = read_summary(summary)
         sweep_outcome.update(jobs=len(lines), failed=sum(line["status"] != "completed" for line in lines))

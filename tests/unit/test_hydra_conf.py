@@ -28,8 +28,19 @@ def test_every_conf_file_loads_and_names_its_command(path):
     assert isinstance(yaml.safe_load(text) or {}, dict)
     header = list(itertools.takewhile(lambda line: line.startswith("#"), text.splitlines()))
     assert any("python main.py" in line for line in header), f"{path} must open with the command that uses it"
-    if path.parent != CONF_DIR:
+    if path.parent.name == "launcher":
+        assert header[0] == "# @package hydra.launcher"
+    elif path.parent != CONF_DIR:
         assert header[0] == "# @package _global_"  # overrides stay top-level: max_steps=500
+
+
+def test_slurm_launcher_preset_composes_on_submitit():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.signal_delay_s) == (1, 1, 120)
 
 
 def test_groups_are_the_designed_ones():
