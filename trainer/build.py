@@ -16,7 +16,7 @@ from trainer import checkpoint as ckpt
 from trainer.adapters import CUSTOM_ARCHITECTURE, CustomTransformerAdapter, ModelAdapter, load_adapter
 from trainer.config import TrainingConfig
 from trainer.data import Corpus, eval_loader, prepare_data
-from trainer.errors import CheckpointError, ConfigError, DataError
+from trainer.errors import CheckpointError, ConfigError, DataError, UsageError
 from trainer.hooks import Hook
 from trainer.loop import RunInfo, Trainer
 from trainer.model import TransformerShape
@@ -48,7 +48,13 @@ def new_adapter(config: TrainingConfig, corpus: Corpus, source: ModelSource) -> 
     if source.name is None:
         tokenizer = override or CharTokenizer.from_text(corpus.text)
         return CustomTransformerAdapter.new(model_shape(config, tokenizer.vocab_size), tokenizer)
-    adapter = load_adapter(source.directory, source.architecture_type, config.dropout, override)
+    try:
+        adapter = load_adapter(source.directory, source.architecture_type, config.dropout, override)
+    except Exception as err:  # transformers and safetensors raise their own types for a bad file
+        raise UsageError(
+            f"model '{source.name}' in {source.directory} could not be loaded: {str(err).splitlines()[0]}",
+            hint="run: python main.py validate-registry, or import the model again with --force",
+        ) from err
     if override is not None:
         _check_override_fits(adapter, config.tokenizer)
     return adapter

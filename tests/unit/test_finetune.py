@@ -196,3 +196,12 @@ def test_model_card_names_the_hub_base_model(tmp_path):
     local.mkdir()
     write_model_card(local, {"model_id": None, "fine_tuned_from": "tiny-qwen", "chain": ["tiny-qwen"]})
     assert ModelCard.load(local / "README.md").data.base_model is None  # no Hub id to name
+
+
+def test_unloadable_weights_are_one_error_with_what_to_do(tmp_path, corpus_file, registry):
+    weights = registry.root / "tiny-qwen" / "model.safetensors"
+    size = weights.stat().st_size
+    weights.write_bytes(b"\0" * size)  # same size: passes the quick check, fails to load
+    with pytest.raises(UsageError, match="could not be loaded") as info:
+        train(qwen_config(corpus_file, registry), tmp_path / "run")
+    assert "validate-registry" in info.value.hint
