@@ -104,13 +104,6 @@ def gather_to_main(value: Any) -> list[Any] | None:
     return gathered
 
 
-def barrier() -> None:
-    if current().distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
 def shutdown() -> None:
     """Leave the group together: a rank that tears its connections down while a peer is still
     using them makes gloo abort that peer ("terminate called without an active exception").
