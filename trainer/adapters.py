@@ -153,7 +153,7 @@ class HFCausalLMAdapter:
         # fp32 master weights whatever the saved dtype (Qwen ships bf16): the optimizer needs
         # them, bf16 runs autocast, and a checkpoint reloads bit for bit.
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
-        return cls(model, tokenizer or HFTokenizer.from_directory(directory), architecture_type)
+        return cls(model, tokenizer or load_tokenizer(directory), architecture_type)
 
     def loss(self, inputs, targets):
         # No labels=: transformers would shift them by one more position. Our targets are

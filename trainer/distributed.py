@@ -87,9 +87,23 @@ def on_main(make: Callable[[], T]) -> T:
         return make()
     import torch.distributed as dist
 
-    box: list[Any] = [make() if ranks.is_main else None]
+    box: list[Any] = [None]
+    if ranks.is_main:
+        try:
+            box = [("ok", make())]
+        except BaseException as err:
+            # Tell the other ranks before raising, or they would wait in a collective forever.
+            dist.broadcast_object_list([("error", f"{type(err).__name__}: {err}")], src=0)
+            raise
     dist.broadcast_object_list(box, src=0)
-    return box[0]
+    outcome, value = box[0]
+    if outcome == "error":
+        raise RankZeroFailed(f"rank 0 stopped: {value}")
+    return value
+
+
+class RankZeroFailed(RuntimeError):
+    """Raised on the other ranks when what rank 0 alone does failed (rank 0 reports why)."""
 
 
 def gather_to_main(value: Any) -> list[Any] | None:

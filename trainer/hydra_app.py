@@ -98,7 +98,7 @@ def _job(cfg) -> dict[str, Any]:
         # Ctrl-C or SIGTERM stops the whole sweep, not just this job: record the job, then
         # leave Hydra (which would go on to the next job after an ordinary exception).
         _single_run["error"] = err
-        if in_sweep:
+        if in_sweep and current().is_main:
             append_summary_line(
                 run_dir.parent, hydra_cfg.job.num, list(hydra_cfg.overrides.task), job_outcome(error=err)
             )

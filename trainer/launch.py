@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from trainer.checkpoint import list_checkpoints
 from trainer.config import ConfigLayer, TrainingConfig, compose_config
 from trainer.data import check_data_file
 from trainer.distributed import on_main
@@ -32,7 +33,8 @@ def plan_run(layers: list[ConfigLayer]) -> tuple[TrainingConfig, ResumePlan | No
                 hint="add --resume CHECKPOINT (or resume=CHECKPOINT)",
             )
         plan = plan_branch(config.resume, config.branch, layers)
-        _refuse_taken_name(plan.config)
+        # Rank 0 checks for all: a rank checking after rank 0 registered would see it taken.
+        on_main(lambda: _refuse_taken_name(plan.config))
     elif config.resume is not None:
         plan = plan_resume(config.resume, layers)
     else:
@@ -69,12 +71,27 @@ def start_run(
 
         on_main(lambda: register_checkpoint(registry_of(config), plan.checkpoint, plan.branch))
         run_dir = on_main(lambda: _new_dir(new_run_dir, config, overrides))
-        return run_training(config, run_dir, branched_from=plan.checkpoint, console=console)
+        try:
+            return run_training(config, run_dir, branched_from=plan.checkpoint, console=console)
+        except BaseException:
+            on_main(lambda: _unregister_unused_branch(config, run_dir))
+            raise
     if plan is not None and plan.continue_in is not None:
         run_dir = plan.continue_in  # its .hydra/ keeps the original request; the resume event has this one
     else:
         run_dir = on_main(lambda: _new_dir(new_run_dir, config, overrides))
     return run_training(config, run_dir, resume=plan, console=console)
+
+
+def _unregister_unused_branch(config: TrainingConfig, run_dir: Path) -> None:
+    """A branch whose run failed before saving anything (bad data, a batch that does not
+    split, ...) is taken out of the registry again, so the same command can be retried.
+    Once a checkpoint names it in its lineage, it stays."""
+    if list_checkpoints(run_dir / "checkpoints"):
+        return
+    from registry.manage import delete_model
+
+    delete_model(registry_of(config), config.model_name)
 
 
 def _new_dir(new_run_dir: Callable[[], Path], config: TrainingConfig, overrides: list[str] | None) -> Path:

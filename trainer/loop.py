@@ -88,6 +88,8 @@ class Trainer:
             adapter.train_module = DistributedDataParallel(
                 adapter.model, device_ids=[device.index] if device.type == "cuda" else None, **_NO_BUFFER_SYNC
             )
+            # Each rank its own dropout stream (a resumed run then restores each rank's own).
+            torch.manual_seed(config.seed + self.ranks.rank)
 
     @classmethod
     def from_checkpoint(cls, path: Path, **kwargs: Any) -> Trainer:
@@ -223,12 +225,14 @@ class Trainer:
         if not self.ranks.distributed:
             self._stop_agreed = self._stop_signal
             return local_loss.item()
-        packed = torch.stack([local_loss.double(), torch.tensor(float(stop_code), device=self.device).double()])
-        torch.distributed.all_reduce(packed)
-        loss, stop = packed.tolist()
-        if stop and not self._stop_agreed:
-            self._stop_agreed = self._stop_signal or "SIGTERM"  # another rank's preemption notice
-        return loss / self.ranks.world_size
+        loss = local_loss.detach().double().reshape(1)
+        stop = torch.tensor([stop_code], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(loss)
+        # MAX, not a sum: every rank then names the same signal and exits with the same code.
+        torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+        if stop.item() and not self._stop_agreed:
+            self._stop_agreed = _STOP_SIGNALS[int(stop.item()) - 1]
+        return loss.item() / self.ranks.world_size
 
     def _sync_gradients(self, last: bool):
         """Under DDP, gradients are averaged over ranks only on the last micro-batch."""
@@ -341,8 +345,8 @@ _NO_BUFFER_SYNC = _no_buffer_sync()
 
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["torch_cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # this process's device only: a checkpoint resumes on fewer GPUs
+        state["torch_cuda"] = torch.cuda.get_rng_state()
     if torch.backends.mps.is_available():
         state["torch_mps"] = torch.mps.get_rng_state()
     return state
@@ -351,6 +355,7 @@ def _rng_state() -> dict[str, Any]:
 def _restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch_cpu"])
     if "torch_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["torch_cuda"])
+        cuda = state["torch_cuda"]
+        torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, list) else cuda)  # a list: older checkpoints
     if "torch_mps" in state and torch.backends.mps.is_available():
         torch.mps.set_rng_state(state["torch_mps"])

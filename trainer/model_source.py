@@ -18,6 +18,8 @@ from trainer.config import TrainingConfig
 from trainer.errors import ConfigError, UsageError
 
 FROM_SCRATCH = "trained from scratch"
+# Any one of these makes a directory loadable as a tokenizer (AutoTokenizer or ours).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,12 @@ def check_tokenizer_setting(config: TrainingConfig) -> None:
     if setting is None:
         return
     if Path(setting).is_dir():
+        if not any((Path(setting) / name).is_file() for name in TOKENIZER_FILES):
+            raise ConfigError(
+                f"tokenizer={setting!r} is a directory without tokenizer files ({', '.join(TOKENIZER_FILES)})",
+                key="tokenizer",
+                hint="point it at a model or tokenizer directory saved with save_pretrained, or a registry name",
+            )
         return
     entries = registry_of(config).entries()
     if setting not in entries:

@@ -205,3 +205,23 @@ def test_unloadable_weights_are_one_error_with_what_to_do(tmp_path, corpus_file,
     with pytest.raises(UsageError, match="could not be loaded") as info:
         train(qwen_config(corpus_file, registry), tmp_path / "run")
     assert "validate-registry" in info.value.hint
+
+
+def test_a_branch_whose_run_fails_before_saving_is_unregistered(tmp_path, corpus_file, registry, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = train(qwen_config(corpus_file, registry, max_steps=2), tmp_path / "run")
+    short = tmp_path / "short.txt"
+    short.write_text("too short for one window")
+    layers = [ConfigLayer("t", {"resume": str(first.checkpoint), "branch": "tiny-b", "data_path": str(short)})]
+    branch_dir = tmp_path / "branch-run"
+    with pytest.raises(Exception, match="too short"):
+        start_run(layers, lambda: branch_dir.mkdir() or branch_dir, overrides=None, console=False)
+    assert "tiny-b" not in registry.entries()  # the same command can be retried
+
+
+def test_tokenizer_directory_without_tokenizer_files_is_refused(tmp_path, registry):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="without tokenizer files") as info:
+        plan_run([ConfigLayer("t", {"tokenizer": str(empty), "registry_dir": str(registry.root)})])
+    assert info.value.exit_code == 2
