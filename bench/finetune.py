@@ -1,12 +1,13 @@
 """Fine-tuning step time and peak memory: lmrunner's Trainer beside transformers.Trainer.
 
-    python bench/finetune.py [--steps 3] [--warmup 1] [--seq-len 256]
+    python bench/finetune.py [--steps 3] [--warmup 1] [--rounds 1] [--seq-len 256]
 
 Builds a model of Qwen2.5-0.5B's published shape (24 layers, hidden 896, 14 heads with 2 KV
 heads, vocabulary 151,936, tied embeddings) with random weights, saves it once, then runs,
 one after the other in this one invocation, each in a fresh subprocess of this script:
-  1. transformers.Trainer, fp32, its defaults (fused AdamW, max_grad_norm 1.0), fed
-     {"input_ids", "labels"} so the model shifts the labels itself;
+  1. transformers.Trainer, fp32, with its default optimizer and clipping (fused AdamW,
+     max_grad_norm 1.0) at a constant learning rate, fed {"input_ids", "labels"} so the
+     model shifts the labels itself;
   2. lmrunner's Trainer.training_step with precision fp32 (exact default kernels, as
      configure_precision leaves them on CPUs where the fast path is not fp32-accurate);
   3. the same with precision bf16 (autocast over fp32 master weights).
@@ -17,13 +18,18 @@ them with the Trainer against the targets (lmrunner fp32 <= 0.6x the Trainer's s
 bf16 <= 0.45x, peak memory <= the Trainer's). A subprocess per contender because a process's
 peak RSS only ever grows: in one process every contender after the first would inherit it.
 
-About 5 minutes on a 2-core CPU with the defaults; needs about 12 GB of memory.
+Step times swing widely when anything else runs on the same cores, so each contender's line
+also shows its fastest step and the load average as it ended (this benchmark alone keeps it
+near the number of threads); --rounds N runs all of them N times, taking turns, and pools
+the steps. About 2 minutes a round on an otherwise idle 2-core CPU, 5 under load; needs
+about 12 GB of memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -76,7 +82,9 @@ def qwen_config():
 def build_model(directory: Path) -> int:
     """Random weights of the published shape, saved in fp32; returns the parameter count."""
     from transformers import Qwen2ForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a bar for one shard only clutters the table
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(qwen_config())
     model.save_pretrained(str(directory))
@@ -89,14 +97,6 @@ def windows(count: int, seq_len: int, vocab_size: int) -> torch.Tensor:
     return torch.randint(0, vocab_size, (count, 1, seq_len + 1), generator=generator)
 
 
-def rss_now_gb() -> float:
-    """Current resident memory (Linux /proc), to tell the loaded model from training's own peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024 / 1e9
-    return float("nan")
-
-
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
 
@@ -104,7 +104,7 @@ def peak_rss_gb() -> float:
 # --- the contenders, one per subprocess --------------------------------------------------
 
 
-def run_hf_trainer(model_dir: Path, batches: torch.Tensor, output_dir: Path) -> tuple[list[float], list[float], float]:
+def run_hf_trainer(model_dir: Path, batches: torch.Tensor, output_dir: Path) -> tuple[list[float], list[float]]:
     from transformers import AutoModelForCausalLM, TrainerCallback, TrainingArguments
     from transformers import Trainer as HFTrainer
 
@@ -139,7 +139,6 @@ def run_hf_trainer(model_dir: Path, batches: torch.Tensor, output_dir: Path) -> 
                 yield {"input_ids": ids[0], "labels": ids[0]}
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    loaded = rss_now_gb()
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=1,
@@ -159,7 +158,7 @@ def run_hf_trainer(model_dir: Path, batches: torch.Tensor, output_dir: Path) -> 
     timer = StepTimer()
     hf_trainer = LossRecordingTrainer(model=model, args=args, train_dataset=Windows(), callbacks=[timer])
     hf_trainer.train()
-    return timer.times, [loss.item() for loss in losses], loaded
+    return timer.times, [loss.item() for loss in losses]
 
 
 class _NoTokenizer:
@@ -170,7 +169,7 @@ class _NoTokenizer:
 
 def run_lmrunner(
     model_dir: Path, batches: torch.Tensor, precision: str, output_dir: Path
-) -> tuple[list[float], list[float], float]:
+) -> tuple[list[float], list[float]]:
     device = torch.device("cpu")
     config = TrainingConfig(
         seed=0,
@@ -189,7 +188,6 @@ def run_lmrunner(
     settings = configure_precision(precision, config.fast_matmul, device)
     # The shipped loader: fp32 master weights whatever the saved dtype.
     adapter = HFCausalLMAdapter.load(model_dir, "qwen", tokenizer=_NoTokenizer())
-    loaded = rss_now_gb()
     # Trainer.training_step needs neither a corpus nor validation batches; the rest of the
     # Trainer (run directory, hooks) is never reached by it.
     trainer = Trainer(
@@ -207,7 +205,7 @@ def run_lmrunner(
         started = time.perf_counter()
         losses.append(trainer.training_step((ids[:, :-1], ids[:, 1:])))
         times.append(time.perf_counter() - started)
-    return times, losses, loaded
+    return times, losses
 
 
 def run_one(name: str, model_dir: Path, warmup: int, steps: int, seq_len: int) -> None:
@@ -215,16 +213,16 @@ def run_one(name: str, model_dir: Path, warmup: int, steps: int, seq_len: int) -
     batches = windows(warmup + steps, seq_len, qwen_config().vocab_size)
     with tempfile.TemporaryDirectory() as tmp:
         if name == "trainer":
-            times, losses, loaded = run_hf_trainer(model_dir, batches, Path(tmp))
+            times, losses = run_hf_trainer(model_dir, batches, Path(tmp))
         else:
-            times, losses, loaded = run_lmrunner(model_dir, batches, name, Path(tmp))
+            times, losses = run_lmrunner(model_dir, batches, name, Path(tmp))
     result = {
         "name": name,
         "step_s": times[warmup:],
         "warmup_s": times[:warmup],
         "losses": losses,
-        "loaded_gb": loaded,
         "peak_gb": peak_rss_gb(),
+        "load_avg": os.getloadavg()[0],
     }
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
@@ -233,20 +231,8 @@ def run_one(name: str, model_dir: Path, warmup: int, steps: int, seq_len: int) -
 
 
 def run_child(name: str, model_dir: Path, args: argparse.Namespace) -> dict:
-    command = [
-        sys.executable,
-        __file__,
-        "--only",
-        name,
-        "--model-dir",
-        str(model_dir),
-        "--steps",
-        str(args.steps),
-        "--warmup",
-        str(args.warmup),
-        "--seq-len",
-        str(args.seq_len),
-    ]
+    command = [sys.executable, __file__, "--only", name, "--model-dir", str(model_dir)]
+    command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--seq-len", str(args.seq_len)]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -264,14 +250,15 @@ def verdict(ok: bool) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3, help="measured optimizer steps per contender")
-    parser.add_argument("--warmup", type=int, default=1, help="steps before measuring (allocator, kernel caches)")
+    parser.add_argument("--steps", type=int, default=3, help="measured optimizer steps per contender and round")
+    parser.add_argument("--warmup", type=int, default=1, help="steps before measuring (first-touch of memory)")
+    parser.add_argument("--rounds", type=int, default=1, help="times each contender runs, taking turns")
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per window (batch is 1)")
     parser.add_argument("--only", choices=list(CONTENDERS), help=argparse.SUPPRESS)  # the child's mode
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.steps < 1 or args.warmup < 0:
-        parser.error("--steps must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
+        parser.error("--steps and --rounds must be >= 1, --warmup >= 0")
     if args.only:
         run_one(args.only, args.model_dir, args.warmup, args.steps, args.seq_len)
         return
@@ -280,6 +267,9 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"CPU capability {torch.backends.cpu.get_cpu_capability()}"
     )
+    steps = {name: [] for name in CONTENDERS}
+    peaks = {name: 0.0 for name in CONTENDERS}
+    first_losses = {}
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         n_params = build_model(Path(tmp))
@@ -287,38 +277,42 @@ def main() -> None:
             f"Qwen2.5-0.5B shape, random weights: {n_params / 1e6:.0f}M parameters, "
             f"built and saved in {time.perf_counter() - started:.0f} s"
         )
-        print(f"batch 1 x {args.seq_len} tokens, {args.warmup} warm-up + {args.steps} measured steps each\n")
-        results = {}
-        for name, label in CONTENDERS.items():
-            results[name] = run_child(name, Path(tmp), args)
-            r = results[name]
-            losses = ", ".join(f"{loss:.6f}" for loss in r["losses"])
-            print(f"  {label:<26} done in {r['wall_s']:4.0f} s; losses per step: {losses}")
-
-    base = results["trainer"]
-    base_time = statistics.median(base["step_s"])
-    first = base["losses"][0]
-    print(
-        f"\n{'':<26} {'step (s)':>9} {'vs HF':>6} {'peak GB':>8} {'vs HF':>6} {'loaded GB':>9}  step-1 loss (rel. diff)"
-    )
-    for name, label in CONTENDERS.items():
-        r = results[name]
-        step = statistics.median(r["step_s"])
-        rel = abs(r["losses"][0] - first) / abs(first)
         print(
-            f"{label:<26} {step:9.2f} {step / base_time:5.2f}x {r['peak_gb']:8.2f} "
-            f"{r['peak_gb'] / base['peak_gb']:5.2f}x {r['loaded_gb']:9.2f}  {r['losses'][0]:.6f} ({rel:.1e})"
+            f"batch 1 x {args.seq_len} tokens; each contender: {args.warmup} warm-up + {args.steps} measured steps, "
+            f"{args.rounds} round(s)\n"
+        )
+        for _ in range(args.rounds):
+            for name, label in CONTENDERS.items():
+                r = run_child(name, Path(tmp), args)
+                steps[name] += r["step_s"]
+                peaks[name] = max(peaks[name], r["peak_gb"])
+                first_losses[name] = r["losses"][0]  # the same every round: same weights, same data
+                print(
+                    f"  {label:<26} {r['wall_s']:4.0f} s, load avg {r['load_avg']:4.1f}; "
+                    f"steps (s) {' '.join(f'{t:.2f}' for t in r['step_s'])}; "
+                    f"losses {' '.join(f'{loss:.6f}' for loss in r['losses'])}"
+                )
+
+    base_time, base_peak, base_loss = statistics.median(steps["trainer"]), peaks["trainer"], first_losses["trainer"]
+    print(f"\n{'':<26} {'median step s':>13} {'vs HF':>6} {'fastest s':>9} {'peak GB':>8} {'vs HF':>6}  step-1 loss")
+    for name, label in CONTENDERS.items():
+        step = statistics.median(steps[name])
+        rel = abs(first_losses[name] - base_loss) / abs(base_loss)
+        print(
+            f"{label:<26} {step:13.2f} {step / base_time:5.2f}x {min(steps[name]):9.2f} {peaks[name]:8.2f} "
+            f"{peaks[name] / base_peak:5.2f}x  {first_losses[name]:.6f} (rel. diff {rel:.1e})"
         )
 
     print("\ntargets:")
     for name, target in TIME_TARGETS.items():
-        r = results[name]
-        ratio = statistics.median(r["step_s"]) / base_time
-        print(f"  {CONTENDERS[name]:<26} step time <= {target:.2f}x Trainer: {ratio:.2f}x  {verdict(ratio <= target)}")
-        ratio = r["peak_gb"] / base["peak_gb"]
-        print(f"  {CONTENDERS[name]:<26} peak memory <= Trainer's:   {ratio:.2f}x  {verdict(ratio <= 1.0)}")
-    rel = abs(results["fp32"]["losses"][0] - first) / abs(first)
-    print(f"  fp32 step-1 loss agrees with the Trainer (rel. diff <= 1e-5): {rel:.1e}  {verdict(rel <= 1e-5)}")
+        ratio = statistics.median(steps[name]) / base_time
+        print(
+            f"  {CONTENDERS[name]:<26} step time <= {target:.2f}x Trainer's: {ratio:.2f}x  {verdict(ratio <= target)}"
+        )
+        ratio = peaks[name] / base_peak
+        print(f"  {CONTENDERS[name]:<26} peak memory <= Trainer's:    {ratio:.2f}x  {verdict(ratio <= 1.0)}")
+    rel = abs(first_losses["fp32"] - base_loss) / abs(base_loss)
+    print(f"  lmrunner fp32 step-1 loss = Trainer's (rel. diff <= 1e-5): {rel:.1e}  {verdict(rel <= 1e-5)}")
 
 
 if __name__ == "__main__":
