@@ -14,8 +14,8 @@ from pathlib import Path
 from trainer.checkpoint import list_checkpoints
 from trainer.config import ConfigLayer, TrainingConfig, compose_config
 from trainer.data import check_data_file
-from trainer.distributed import on_main
-from trainer.errors import ConfigError, UsageError
+from trainer.distributed import current, on_main
+from trainer.errors import ConfigError, ConfigValueError, UsageError
 from trainer.model_source import check_tokenizer_setting, registry_of, select_model
 from trainer.resume import ResumePlan, plan_branch, plan_resume
 from trainer.run import RunResult, run_training
@@ -43,8 +43,22 @@ def plan_run(layers: list[ConfigLayer]) -> tuple[TrainingConfig, ResumePlan | No
     if plan is None:
         select_model(config)  # an unknown model or missing files: exit 2 before any directory exists
     check_tokenizer_setting(config)
+    check_batch_split(config, current().world_size)
     check_data_file(config.data_path)
     return config, plan
+
+
+def check_batch_split(config: TrainingConfig, world_size: int) -> None:
+    """batch_size is the global batch: every rank takes an equal share, in equal micro-batches.
+    Checked while planning, so a run that cannot split its batch leaves no directory behind."""
+    if config.batch_size % (world_size * config.grad_accum_steps):
+        raise ConfigValueError(
+            "batch_size",
+            config.batch_size,
+            f"must split evenly over {world_size} ranks x grad_accum_steps micro-batches",
+            "grad_accum_steps",
+            config.grad_accum_steps,
+        )
 
 
 def _refuse_taken_name(config: TrainingConfig) -> None:
@@ -84,8 +98,8 @@ def start_run(
 
 
 def _unregister_unused_branch(config: TrainingConfig, run_dir: Path) -> None:
-    """A branch whose run failed before saving anything (bad data, a batch that does not
-    split, ...) is taken out of the registry again, so the same command can be retried.
+    """A branch whose run failed before saving anything (bad data, a tokenizer that does not
+    load, ...) is taken out of the registry again, so the same command can be retried.
     Once a checkpoint names it in its lineage, it stays."""
     if list_checkpoints(run_dir / "checkpoints"):
         return

@@ -22,7 +22,7 @@ from trainer.build import new_adapter, new_trainer, restore_trainer
 from trainer.config import TrainingConfig
 from trainer.data import load_corpus
 from trainer.device import configure_precision, resolve_device
-from trainer.errors import ConfigValueError, NonFiniteLossError, TrainingInterrupted
+from trainer.errors import NonFiniteLossError, TrainingInterrupted
 from trainer.events import EventLog, new_run_id
 from trainer.hooks import default_hooks
 from trainer.loop import RunInfo, Trainer
@@ -57,18 +57,6 @@ def resolve_config(config: TrainingConfig) -> tuple[TrainingConfig, str]:
     return config, seed_source
 
 
-def check_batch_split(config: TrainingConfig, world_size: int) -> None:
-    """batch_size is the global batch: every rank takes an equal share, in equal micro-batches."""
-    if config.batch_size % (world_size * config.grad_accum_steps):
-        raise ConfigValueError(
-            "batch_size",
-            config.batch_size,
-            f"must split evenly over {world_size} ranks x grad_accum_steps micro-batches",
-            "grad_accum_steps",
-            config.grad_accum_steps,
-        )
-
-
 def run_training(
     config: TrainingConfig,
     run_dir: Path,
@@ -82,7 +70,6 @@ def run_training(
     started = time.monotonic()
     ranks = distributed.current()
     config, seed_source = resolve_config(config)
-    check_batch_split(config, ranks.world_size)
     source = None if resume else select_model(config)  # before anything heavy loads
     device = resolve_device(distributed.device_for(config.device, ranks))
     if device.type == "cuda":
