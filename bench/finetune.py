@@ -42,11 +42,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainer.adapters import HFCausalLMAdapter  # noqa: E402
-from trainer.config import TrainingConfig  # noqa: E402
-from trainer.device import configure_precision  # noqa: E402
-from trainer.loop import RunInfo, Trainer  # noqa: E402
-from trainer.optim import create_optimizer  # noqa: E402
+from trainer.config.schema import TrainingConfig  # noqa: E402
+from trainer.models.adapters import HFCausalLMAdapter  # noqa: E402
+from trainer.training.device import configure_precision  # noqa: E402
+from trainer.training.loop import RunInfo, Trainer  # noqa: E402
+from trainer.training.optim import create_optimizer  # noqa: E402
 
 CONTENDERS = {
     "trainer": "transformers.Trainer fp32",

@@ -29,12 +29,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trainer.build import new_adapter, new_trainer  # noqa: E402
-from trainer.config import TrainingConfig  # noqa: E402
-from trainer.data import load_corpus  # noqa: E402
-from trainer.device import configure_precision  # noqa: E402
-from trainer.loop import RunInfo  # noqa: E402
-from trainer.model_source import ModelSource  # noqa: E402
+from trainer.config.schema import TrainingConfig  # noqa: E402
+from trainer.data.windows import load_corpus  # noqa: E402
+from trainer.models.source import ModelSource  # noqa: E402
+from trainer.run.build import new_adapter, new_trainer  # noqa: E402
+from trainer.training.device import configure_precision  # noqa: E402
+from trainer.training.loop import RunInfo  # noqa: E402
 
 
 def matmul_gflops(m: int, k: int, n: int, dtype: torch.dtype, precision: str, reps: int = 30) -> float:

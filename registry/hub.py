@@ -166,7 +166,7 @@ def register_checkpoint(registry: Registry, checkpoint: Path, name: str, force: 
     """A training checkpoint (or a run directory's latest) as a new registry model, source
     finetune, with its lineage. The optimizer and RNG state stay behind, and so does the
     checkpoint's manifest, which lists them; the registry keeps its own hashes."""
-    from trainer.checkpoint import MANIFEST, resolve_resume_path, verify_checkpoint
+    from trainer.checkpoint.write import MANIFEST, resolve_resume_path, verify_checkpoint
 
     validate_name(name)
     _refuse_existing(registry, name, force)

@@ -20,7 +20,7 @@ TINY_MODEL = ["n_layers=2", "d_model=32", "n_heads=2", "d_ff=64", "max_seq_len=3
 @pytest.fixture(scope="session")
 def corpus_text() -> str:
     """60 kB of real English: the start of the built-in corpus."""
-    from trainer.corpus import builtin_corpus
+    from trainer.data.builtin_corpus import builtin_corpus
 
     return builtin_corpus()[:60_000]
 
@@ -34,7 +34,7 @@ def corpus_file(tmp_path: Path, corpus_text: str) -> Path:
 
 def tiny_config(corpus_file, **changes):
     """A TrainingConfig of a tiny model on ``corpus_file``, with eval and sampling on."""
-    from trainer.config import TrainingConfig
+    from trainer.config.schema import TrainingConfig
 
     values = dict(
         n_layers=2,
@@ -87,7 +87,7 @@ def build_tiny_qwen(directory: Path, vocab_size: int = 320) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from trainer.corpus import builtin_corpus
+    from trainer.data.builtin_corpus import builtin_corpus
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

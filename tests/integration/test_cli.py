@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.conftest import MAIN, TINY_MODEL, read_events, run_dirs, run_main, step_losses
-from trainer.checkpoint import verify_checkpoint
+from trainer.checkpoint.write import verify_checkpoint
 
 
 def tiny(corpus_file, *extra):
@@ -102,7 +102,7 @@ def test_print_config_precedence_and_defaults(tmp_path):
     shown = yaml.safe_load(result.stdout)
     assert (shown["n_layers"], shown["max_steps"], shown["learning_rate"], shown["lr_decay_steps"]) == (3, 20, 1e-3, 50)
     defaults = yaml.safe_load(run_main("--print-config", cwd=tmp_path).stdout)
-    from trainer.config import TrainingConfig
+    from trainer.config.schema import TrainingConfig
 
     assert defaults == TrainingConfig().to_dict()
     assert not (tmp_path / "outputs").exists()

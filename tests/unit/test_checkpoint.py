@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from trainer import checkpoint as ckpt
+from trainer.checkpoint import write as ckpt
 from trainer.errors import CheckpointError
 
 

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from trainer.config import FIELD_NAMES, ConfigLayer, TrainingConfig, compose_config
+from trainer.config.schema import FIELD_NAMES, ConfigLayer, TrainingConfig, compose_config
 from trainer.errors import ConfigError, ConfigValueError
 
 SPEC_DEFAULTS = {

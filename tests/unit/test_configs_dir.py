@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from trainer.build import model_shape
-from trainer.config import compose_config
-from trainer.config_file import yaml_layer
-from trainer.model import Transformer
+from trainer.config.parse import yaml_layer
+from trainer.config.schema import compose_config
+from trainer.models.transformer import Transformer
+from trainer.run.build import model_shape
 
 CONFIG_FILES = sorted((REPO / "configs").rglob("*.yaml"))
 
@@ -43,7 +43,7 @@ def test_config_loads_and_opens_with_its_command(path: Path):
 
 
 def test_default_yaml_is_exactly_the_defaults():
-    from trainer.config import TrainingConfig
+    from trainer.config.schema import TrainingConfig
 
     assert compose_config([yaml_layer(str(REPO / "configs" / "default.yaml"))]) == TrainingConfig()
 

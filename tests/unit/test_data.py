@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from trainer.data import (
+from trainer.data.char_tokenizer import CharTokenizer
+from trainer.data.windows import (
     ResumableBatchSampler,
     WindowDataset,
     eval_loader,
@@ -10,7 +11,6 @@ from trainer.data import (
     split_corpus,
 )
 from trainer.errors import DataError
-from trainer.tokenizer import CharTokenizer
 
 
 def test_split_corpus_uses_train_ratio():

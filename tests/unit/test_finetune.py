@@ -8,11 +8,11 @@ import torch
 from registry.hub import import_model, register_checkpoint
 from registry.store import Registry
 from tests.conftest import read_events, step_losses, tiny_config
-from trainer.adapters import HFCausalLMAdapter, load_adapter, write_model_card
-from trainer.config import ConfigLayer
+from trainer.config.schema import ConfigLayer
 from trainer.errors import ConfigError, ModelNotFoundError, UsageError
-from trainer.launch import plan_run, start_run
-from trainer.run import run_training
+from trainer.models.adapters import HFCausalLMAdapter, load_adapter, write_model_card
+from trainer.run.execute import run_training
+from trainer.run.start import plan_run, start_run
 
 transformers = pytest.importorskip("transformers")
 

@@ -9,10 +9,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO
-from trainer.config import TrainingConfig, compose_config
-from trainer.config_file import yaml_layer
+from trainer.cli.hydra_app import CONF_DIR, check_overrides, group_options, register, requested_layer
+from trainer.config.parse import yaml_layer
+from trainer.config.schema import TrainingConfig, compose_config
 from trainer.errors import ConfigError, UsageError
-from trainer.hydra_app import CONF_DIR, check_overrides, group_options, register, requested_layer
 
 register()
 

@@ -1,6 +1,6 @@
 import torch
 
-from trainer.model import Transformer, TransformerShape
+from trainer.models.transformer import Transformer, TransformerShape
 
 SHAPE = TransformerShape(vocab_size=11, n_layers=2, d_model=16, n_heads=2, d_ff=32, max_seq_len=8, dropout=0.0)
 
@@ -49,7 +49,7 @@ def test_generate_leaves_global_rng_alone():
 
 
 def test_cpu_keep_mask_drops_p_and_keeps_the_expectation():
-    from trainer.model import cpu_keep_mask
+    from trainer.models.transformer import cpu_keep_mask
 
     torch.manual_seed(0)
     mask = cpu_keep_mask(torch.Size([1000, 1000]), 0.1, torch.float32)
@@ -62,7 +62,7 @@ def test_cpu_keep_mask_drops_p_and_keeps_the_expectation():
 
 
 def test_cpu_dropout_attention_is_sdpa_when_nothing_is_dropped(monkeypatch):
-    import trainer.model as model_module
+    import trainer.models.transformer as model_module
 
     torch.manual_seed(0)
     shape = TransformerShape(vocab_size=11, n_layers=1, d_model=16, n_heads=2, d_ff=32, max_seq_len=8, dropout=0.5)

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from trainer.adapters import CustomTransformerAdapter
-from trainer.config import TrainingConfig
-from trainer.model import TransformerShape
-from trainer.optim import create_optimizer, lr_at
+from trainer.config.schema import TrainingConfig
+from trainer.models.adapters import CustomTransformerAdapter
+from trainer.models.transformer import TransformerShape
+from trainer.training.optim import create_optimizer, lr_at
 
 
 def test_no_decay_on_biases_norms_and_embeddings():

@@ -6,7 +6,7 @@ import re
 import yaml
 
 from tests.conftest import REPO
-from trainer.config import TrainingConfig
+from trainer.config.schema import TrainingConfig
 
 README = (REPO / "README.md").read_text()
 ROW = re.compile(r"^\| `(\w+)` \| `([^`]*)` \| (.+) \| (.+) \|$", re.MULTILINE)

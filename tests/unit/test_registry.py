@@ -171,7 +171,7 @@ def test_corrupt_index_is_reported_and_never_overwritten(registry, tiny_qwen_dir
 @pytest.fixture
 def custom_run(tmp_path, corpus_file):
     """A finished 2-step run of a tiny custom Transformer."""
-    from trainer.run import run_training
+    from trainer.run.execute import run_training
 
     config = tiny_config(corpus_file, n_layers=1, max_steps=2, seed=1, eval_cadence=None, sampling_cadence=None)
     (tmp_path / "run").mkdir()

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from tests.conftest import read_events, step_losses, tiny_config
-from trainer.config import ConfigLayer
+from trainer.config.schema import ConfigLayer
 from trainer.errors import NonFiniteLossError
-from trainer.launch import plan_run
-from trainer.loop import Trainer
-from trainer.model import Transformer
-from trainer.run import run_training
+from trainer.models.transformer import Transformer
+from trainer.run.execute import run_training
+from trainer.run.start import plan_run
+from trainer.training.loop import Trainer
 
 
 def run(config, run_dir, resume=None):
@@ -110,8 +110,8 @@ def test_cadences_null_disable_eval_and_sampling(tmp_path, corpus_file):
 def test_from_checkpoint_restores_everything(tmp_path, corpus_file):
     config = tiny_config(corpus_file, max_steps=6)
     result = run(config, tmp_path / "r")
-    from trainer.data import load_corpus
-    from trainer.loop import RunInfo
+    from trainer.data.windows import load_corpus
+    from trainer.training.loop import RunInfo
 
     corpus = load_corpus(str(corpus_file))
     info = RunInfo(tmp_path / "r2", "x", corpus.source, corpus.sha256)

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from trainer.rundir import create_run_dir, run_dir_of
+from trainer.run.rundir import create_run_dir, run_dir_of
 
 
 def test_same_second_gets_distinct_directories(tmp_path):

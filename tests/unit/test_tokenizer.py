@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from trainer.tokenizer import CharTokenizer
+from trainer.data.char_tokenizer import CharTokenizer
 
 
 def test_vocab_is_sorted_set_of_corpus_chars():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.tokenizer import CHAR_TOKENIZER_TYPE, CharTokenizer
+from trainer.data.char_tokenizer import CHAR_TOKENIZER_TYPE, CharTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 

@@ -12,18 +12,18 @@ from pathlib import Path
 
 import torch
 
-from trainer import checkpoint as ckpt
-from trainer.adapters import CUSTOM_ARCHITECTURE, CustomTransformerAdapter, ModelAdapter, load_adapter
-from trainer.config import TrainingConfig
-from trainer.data import Corpus, eval_loader, prepare_data
+from trainer.checkpoint import write as ckpt
+from trainer.config.schema import TrainingConfig
+from trainer.data.char_tokenizer import CharTokenizer
+from trainer.data.tokenizers import load_tokenizer
+from trainer.data.windows import Corpus, eval_loader, prepare_data
 from trainer.errors import CheckpointError, ConfigError, DataError, UsageError
-from trainer.hooks import Hook
-from trainer.loop import RunInfo, Trainer
-from trainer.model import TransformerShape
-from trainer.model_source import ModelSource, tokenizer_directory
-from trainer.native_tokenizer import load_tokenizer
-from trainer.optim import create_optimizer
-from trainer.tokenizer import CharTokenizer
+from trainer.models.adapters import CUSTOM_ARCHITECTURE, CustomTransformerAdapter, ModelAdapter, load_adapter
+from trainer.models.source import ModelSource, tokenizer_directory
+from trainer.models.transformer import TransformerShape
+from trainer.training.hooks import Hook
+from trainer.training.loop import RunInfo, Trainer
+from trainer.training.optim import create_optimizer
 
 log = logging.getLogger("lmrunner")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from registry.store import ModelEntry, Registry
-from trainer.adapters import CUSTOM_ARCHITECTURE
-from trainer.config import TrainingConfig
+from trainer.models.adapters import CUSTOM_ARCHITECTURE
+from trainer.config.schema import TrainingConfig
 from trainer.errors import ConfigError, UsageError
 
 FROM_SCRATCH = "trained from scratch"

@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from trainer.checkpoint import list_checkpoints
-from trainer.config import ConfigLayer, TrainingConfig, compose_config
-from trainer.data import check_data_file
-from trainer.distributed import current, on_main
+from trainer.checkpoint.write import list_checkpoints
+from trainer.config.schema import ConfigLayer, TrainingConfig, compose_config
+from trainer.data.windows import check_data_file
 from trainer.errors import ConfigError, ConfigValueError, UsageError
-from trainer.model_source import check_tokenizer_setting, registry_of, select_model
-from trainer.resume import ResumePlan, plan_branch, plan_resume
-from trainer.run import RunResult, run_training
-from trainer.rundir import write_composed_config
+from trainer.models.source import check_tokenizer_setting, registry_of, select_model
+from trainer.run.execute import RunResult, run_training
+from trainer.run.resume_plan import ResumePlan, plan_branch, plan_resume
+from trainer.run.rundir import write_composed_config
+from trainer.training.distributed import current, on_main
 
 
 def plan_run(layers: list[ConfigLayer]) -> tuple[TrainingConfig, ResumePlan | None]:

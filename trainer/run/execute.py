@@ -17,19 +17,19 @@ from typing import Any
 
 import torch
 
-from trainer import distributed
-from trainer.build import new_adapter, new_trainer, restore_trainer
-from trainer.config import TrainingConfig
-from trainer.data import load_corpus
-from trainer.device import configure_precision, resolve_device
+from trainer.config.schema import TrainingConfig
+from trainer.data.windows import load_corpus
 from trainer.errors import NonFiniteLossError, TrainingInterrupted
-from trainer.events import EventLog, new_run_id
-from trainer.hooks import default_hooks
-from trainer.loop import RunInfo, Trainer
-from trainer.model_source import ModelSource, lineage_for, select_model
-from trainer.resume import ResumePlan
-from trainer.run_metadata import fine_tune_mode, log_start, run_metadata
-from trainer.rundir import write_resolved_config
+from trainer.models.source import ModelSource, lineage_for, select_model
+from trainer.run.build import new_adapter, new_trainer, restore_trainer
+from trainer.run.events import EventLog, new_run_id
+from trainer.run.metadata import fine_tune_mode, log_start, run_metadata
+from trainer.run.resume_plan import ResumePlan
+from trainer.run.rundir import write_resolved_config
+from trainer.training import distributed
+from trainer.training.device import configure_precision, resolve_device
+from trainer.training.hooks import default_hooks
+from trainer.training.loop import RunInfo, Trainer
 
 log = logging.getLogger("lmrunner")
 

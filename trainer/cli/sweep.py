@@ -17,8 +17,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from trainer.distributed import current
 from trainer.errors import TrainingInterrupted
+from trainer.training.distributed import current
 
 SUMMARY_FILE = "summary.jsonl"
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer import checkpoint as ckpt
-from trainer.config import RESUMABLE_KEYS, ConfigLayer, TrainingConfig, compose_config
+from trainer.checkpoint import write as ckpt
+from trainer.config.schema import RESUMABLE_KEYS, ConfigLayer, TrainingConfig, compose_config
 from trainer.errors import ConfigError
-from trainer.rundir import run_dir_of
+from trainer.run.rundir import run_dir_of
 
 # A null here means "resolve at start"; on resume the checkpoint's resolved value stands.
 _RESOLVED_AT_START = frozenset({"seed", "lr_decay_steps"})

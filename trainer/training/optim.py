@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn as nn
 
-from trainer.config import TrainingConfig
+from trainer.config.schema import TrainingConfig
 
 # Weight decay pulls weights towards zero; that regularises matrices, but on biases, norm
 # gains and embeddings it only hurts, so those go into a group without decay.

@@ -25,9 +25,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_model, save_model
 
-from trainer.model import Transformer, TransformerShape
-from trainer.native_tokenizer import HFTokenizer, load_tokenizer
-from trainer.tokenizer import CharTokenizer
+from trainer.models.transformer import Transformer, TransformerShape
+from trainer.data.tokenizers import HFTokenizer, load_tokenizer
+from trainer.data.char_tokenizer import CharTokenizer
 
 CUSTOM_ARCHITECTURE = "custom-transformer"
 WEIGHTS_FILE = "model.safetensors"

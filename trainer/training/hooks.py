@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from trainer.events import EventLog
+from trainer.run.events import EventLog
 
 if TYPE_CHECKING:
-    from trainer.loop import Trainer
+    from trainer.training.loop import Trainer
 
 log = logging.getLogger("lmrunner")
 

@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from trainer import checkpoint as ckpt
-from trainer import distributed
-from trainer.config import TrainingConfig
-from trainer.data import ResumableBatchSampler, WindowDataset, train_loader
+from trainer.checkpoint import write as ckpt
+from trainer.config.schema import TrainingConfig
+from trainer.data.windows import ResumableBatchSampler, WindowDataset, train_loader
 from trainer.errors import NonFiniteLossError, TrainingInterrupted
-from trainer.hooks import Hook
-from trainer.optim import lr_at, set_lr
+from trainer.training import distributed
+from trainer.training.hooks import Hook
+from trainer.training.optim import lr_at, set_lr
 
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng_state.pt"
@@ -47,7 +47,7 @@ class RunInfo:
 class Trainer:
     def __init__(
         self,
-        adapter,  # trainer.adapters.ModelAdapter: the model, its tokenizer and loss
+        adapter,  # trainer.models.adapters.ModelAdapter: the model, its tokenizer and loss
         optimizer: torch.optim.Optimizer,
         config: TrainingConfig,
         val_dataloader: DataLoader,
@@ -93,8 +93,8 @@ class Trainer:
 
     @classmethod
     def from_checkpoint(cls, path: Path, **kwargs: Any) -> Trainer:
-        """Rebuild a Trainer from a checkpoint directory; see ``trainer.build.restore_trainer``."""
-        from trainer.build import restore_trainer
+        """Rebuild a Trainer from a checkpoint directory; see ``trainer.run.build.restore_trainer``."""
+        from trainer.run.build import restore_trainer
 
         return restore_trainer(path, **kwargs)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from trainer.corpus import BUILTIN_CORPUS_LABEL, builtin_corpus
+from trainer.data.builtin_corpus import BUILTIN_CORPUS_LABEL, builtin_corpus
 from trainer.errors import DataError
 
 

@@ -12,15 +12,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.config import FIELD_NAMES, ConfigLayer, TrainingConfig, merge_layers
-from trainer.distributed import current, init_from_env, on_main
+from trainer.config.schema import FIELD_NAMES, ConfigLayer, TrainingConfig, merge_layers
 from trainer.errors import ConfigError, TrainingInterrupted, UsageError, did_you_mean
-from trainer.rundir import create_run_dir
+from trainer.run.rundir import create_run_dir
+from trainer.training.distributed import current, init_from_env, on_main
 
 if TYPE_CHECKING:  # importing trainer.resume pulls in torch, which --help must not
-    from trainer.resume import ResumePlan
+    from trainer.run.resume_plan import ResumePlan
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("model", "training")
 
 # Set by the job in a single run, read by run_hydra for the exit code.
@@ -82,8 +82,8 @@ def _job(cfg) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from trainer.launch import start_run
-    from trainer.sweep import append_summary_line, job_outcome
+    from trainer.cli.sweep import append_summary_line, job_outcome
+    from trainer.run.start import start_run
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -120,7 +120,7 @@ def run_hydra(argv: list[str]) -> int:
     import hydra
     from hydra._internal.utils import get_args_parser  # Hydra's own command-line grammar
 
-    from trainer.sweep import sweep_outcome
+    from trainer.cli.sweep import sweep_outcome
 
     args = get_args_parser().parse_args(argv)
     overrides = list(args.overrides)
@@ -154,7 +154,7 @@ def _check_single_run(overrides: list[str]) -> ResumePlan | None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from trainer.launch import plan_run
+    from trainer.run.start import plan_run
 
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

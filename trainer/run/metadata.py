@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from trainer.events import git_commit
-from trainer.model_source import ModelSource
+from trainer.models.source import ModelSource
+from trainer.run.events import git_commit
 
 log = logging.getLogger("lmrunner")
 
