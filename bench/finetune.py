@@ -43,10 +43,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer.config.schema import TrainingConfig  # noqa: E402
-from trainer.models.adapters import HFCausalLMAdapter  # noqa: E402
+from trainer.models.hf_adapter import HFCausalLMAdapter  # noqa: E402
 from trainer.training.device import configure_precision  # noqa: E402
 from trainer.training.loop import RunInfo, Trainer  # noqa: E402
-from trainer.training.optim import create_optimizer  # noqa: E402
+from trainer.training.optimizer import create_optimizer  # noqa: E402
 
 CONTENDERS = {
     "trainer": "transformers.Trainer fp32",

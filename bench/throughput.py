@@ -30,7 +30,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer.config.schema import TrainingConfig  # noqa: E402
-from trainer.data.windows import load_corpus  # noqa: E402
+from trainer.data.corpus import load_corpus  # noqa: E402
 from trainer.models.source import ModelSource  # noqa: E402
 from trainer.run.build import new_adapter, new_trainer  # noqa: E402
 from trainer.training.device import configure_precision  # noqa: E402

@@ -1,5 +1,6 @@
 """Importing models: from the Hugging Face Hub (through huggingface_hub and its cache) or
-from a local directory in Hugging Face layout, and registering training checkpoints.
+from a local directory in Hugging Face layout. ``staging`` and ``commit_staged`` also serve
+trainer/models/register.py, which registers training checkpoints.
 
 The files are staged in a hidden directory under the registry root, hashed, and renamed
 into place under the registry lock just before the entry is written: an interrupted import
@@ -27,7 +28,7 @@ from registry.store import (
     Registry,
     validate_name,
 )
-from trainer.errors import ImportModelError, UsageError
+from trainer.errors import ExitCode, ImportModelError, UsageError
 from trainer.files import describe_files
 
 # What a causal LM needs to load and tokenize; nothing else (no README, no .bin twins).
@@ -84,7 +85,7 @@ def import_model(
         files_dir = local
     elif _REPO_ID.match(source):
         name = validate_name(name if name is not None else source.split("/")[-1].lower())
-        _refuse_existing(registry, name, force)  # before a long download
+        registry.refuse_taken(name, force)  # before a long download
         files_dir = download(source, revision, allow_pickle, trust_remote_code)
         origin = {"source": "huggingface", "source_path": None, "model_id": source, "revision": files_dir.name}
     else:
@@ -92,7 +93,7 @@ def import_model(
             f"{source!r} is neither a local directory nor a Hub repo id (owner/name)",
             hint="e.g. python main.py import-model Qwen/Qwen2.5-0.5B, or a directory with config.json",
         )
-    _refuse_existing(registry, name, force)
+    registry.refuse_taken(name, force)
     config = _read_config(files_dir)
     _check_loadable(files_dir, config, trust_remote_code, allow_pickle)
     files = _selected(files_dir, allow_pickle, trust_remote_code)
@@ -132,19 +133,19 @@ def download(repo_id: str, revision: str | None, allow_pickle: bool, trust_remot
         raise ImportModelError(
             f"{repo_id} is gated: accept its license on huggingface.co and log in",
             hint="run: hf auth login (or set HF_TOKEN), then import again",
-            exit_code=2,
+            exit_code=ExitCode.USAGE,
         ) from err
     except RepositoryNotFoundError as err:
         raise ImportModelError(
             f"repository {repo_id} not found on the Hub (or private)",
             hint="check the repo id (owner/name), or log in if it is private",
-            exit_code=2,
+            exit_code=ExitCode.USAGE,
         ) from err
     except RevisionNotFoundError as err:
         raise ImportModelError(
             f"revision {revision!r} not found in {repo_id}",
             hint="give a branch, tag or commit sha that exists",
-            exit_code=2,
+            exit_code=ExitCode.USAGE,
         ) from err
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as err:
         raise ImportModelError(
@@ -154,44 +155,14 @@ def download(repo_id: str, revision: str | None, allow_pickle: bool, trust_remot
     except HfHubHTTPError as err:
         raise ImportModelError(f"the Hub refused the download of {repo_id}: {str(err).splitlines()[0]}") from err
     except ValueError as err:  # HFValidationError: not a valid repo id or revision
-        raise ImportModelError(f"invalid repo id or revision: {str(err).splitlines()[0]}", exit_code=2) from err
+        raise ImportModelError(
+            f"invalid repo id or revision: {str(err).splitlines()[0]}", exit_code=ExitCode.USAGE
+        ) from err
     except Exception as err:  # a transfer that broke off half-way, a full disk, ...
         raise ImportModelError(
             f"downloading {repo_id} failed: {type(err).__name__}: {str(err).splitlines()[0]}",
             hint="run the import again; files already in the cache are kept",
         ) from err
-
-
-def register_checkpoint(registry: Registry, checkpoint: Path, name: str, force: bool = False) -> ModelEntry:
-    """A training checkpoint (or a run directory's latest) as a new registry model, source
-    finetune, with its lineage. The optimizer and RNG state stay behind, and so does the
-    checkpoint's manifest, which lists them; the registry keeps its own hashes."""
-    from trainer.checkpoint.write import MANIFEST, resolve_resume_path, verify_checkpoint
-
-    validate_name(name)
-    _refuse_existing(registry, name, force)
-    checkpoint = resolve_resume_path(checkpoint)
-    state = verify_checkpoint(checkpoint)
-    lineage = state.get("lineage", {})
-    left_out = {MANIFEST, "optimizer.pt", "rng_state.pt"}
-    files = [p for p in sorted(checkpoint.iterdir()) if p.is_file() and p.name not in left_out]
-    with staging(registry, name, files) as staged:
-        entry = ModelEntry(
-            name=name,
-            source="finetune",
-            architecture_type=lineage.get("architecture_type", "custom-transformer"),
-            model_type=lineage.get("model_type"),
-            model_id=lineage.get("model_id"),
-            local_path=name,
-            num_parameters=count_parameters(staged),
-            tokenizer=state.get("tokenizer"),
-            fine_tuned_from=lineage.get("fine_tuned_from"),
-            source_path=str(checkpoint.resolve()),
-            run_id=state.get("run_id"),
-            step=state.get("step"),
-            config_hash=state.get("config_hash"),
-        )
-        return commit_staged(registry, entry, staged, force)
 
 
 @contextmanager
@@ -212,7 +183,7 @@ def staging(registry: Registry, name: str, files: list[Path]) -> Iterator[Path]:
                     shutil.copyfile(path, staged / path.name)  # follows the cache's links to the real blobs
                 yield staged
             except OSError as err:
-                raise ImportModelError(f"cannot copy the model's files ({err})", exit_code=2) from err
+                raise ImportModelError(f"cannot copy the model's files ({err})", exit_code=ExitCode.USAGE) from err
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
     finally:
@@ -268,7 +239,9 @@ def count_parameters(directory: Path) -> int | None:
                     total += _product(handle.get_slice(key).get_shape())
                     found = True
         except Exception as err:  # safetensors raises its own types for a bad header
-            raise ImportModelError(f"{path.name} is not a readable safetensors file ({err})", exit_code=2) from err
+            raise ImportModelError(
+                f"{path.name} is not a readable safetensors file ({err})", exit_code=ExitCode.USAGE
+            ) from err
     return total if found else None
 
 
@@ -280,22 +253,19 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _refuse_existing(registry: Registry, name: str, force: bool) -> None:
-    if not force and name in registry.entries():
-        raise UsageError(f"model '{name}' is already in the registry", hint="add --force to replace it")
-
-
 def _read_config(directory: Path) -> dict[str, Any]:
     try:
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise ImportModelError(
-            f"{directory} has no config.json: not a Hugging Face model directory", exit_code=2
+            f"{directory} has no config.json: not a Hugging Face model directory", exit_code=ExitCode.USAGE
         ) from err
     except (OSError, ValueError) as err:
-        raise ImportModelError(f"{directory}/config.json is not readable JSON ({err})", exit_code=2) from err
+        raise ImportModelError(
+            f"{directory}/config.json is not readable JSON ({err})", exit_code=ExitCode.USAGE
+        ) from err
     if not isinstance(config, dict):
-        raise ImportModelError(f"{directory}/config.json is not a JSON object", exit_code=2)
+        raise ImportModelError(f"{directory}/config.json is not a JSON object", exit_code=ExitCode.USAGE)
     return config
 
 
@@ -305,17 +275,17 @@ def _check_loadable(directory: Path, config: dict[str, Any], trust_remote_code: 
         raise ImportModelError(
             "this model needs custom code from its repository (its config has auto_map)",
             hint="add --trust-remote-code if you trust its authors",
-            exit_code=2,
+            exit_code=ExitCode.USAGE,
         )
     if not list(directory.glob("*.safetensors")):
         pickled = [p for p in directory.iterdir() if any(fnmatch(p.name, pat) for pat in PICKLE_WEIGHTS)]
         if not pickled:
-            raise ImportModelError(f"{directory} holds no weights (*.safetensors)", exit_code=2)
+            raise ImportModelError(f"{directory} holds no weights (*.safetensors)", exit_code=ExitCode.USAGE)
         if not allow_pickle:
             raise ImportModelError(
                 "the weights are only in pickle format (.bin), which can run code when loaded",
                 hint="add --allow-pickle if you trust the source",
-                exit_code=2,
+                exit_code=ExitCode.USAGE,
             )
 
 
@@ -332,7 +302,7 @@ def _selected(directory: Path, allow_pickle: bool, trust_remote_code: bool) -> l
             raise ImportModelError(
                 f"{directory} lacks shards its index names: {', '.join(missing)}",
                 hint="download the model again",
-                exit_code=2,
+                exit_code=ExitCode.USAGE,
             )
         chosen = [p for p in chosen if not p.name.endswith(".safetensors") or p.name in shards]
     return chosen
@@ -344,7 +314,7 @@ def _json_or_empty(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise ImportModelError(f"{path} is not readable JSON ({err})", exit_code=2) from err
+        raise ImportModelError(f"{path} is not readable JSON ({err})", exit_code=ExitCode.USAGE) from err
     return data if isinstance(data, dict) else {}
 
 

@@ -123,6 +123,11 @@ class Registry:
     def children(self, name: str) -> list[str]:
         return sorted(n for n, e in self.entries().items() if e.fine_tuned_from == name)
 
+    def refuse_taken(self, name: str, force: bool) -> None:
+        """Refuse a name already registered, unless ``force`` (checked early; the commit checks again)."""
+        if not force and name in self.entries():
+            raise UsageError(f"model '{name}' is already in the registry", hint="add --force to replace it")
+
     # --- writing --------------------------------------------------------------------
 
     @contextmanager

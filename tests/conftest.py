@@ -72,7 +72,9 @@ def run_dirs(cwd: Path) -> list[Path]:
 
 
 def read_events(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
+    from trainer.run.events import read_events as read_event_file
+
+    return read_event_file(run_dir / "events.jsonl")
 
 
 def step_losses(run_dir: Path) -> dict[int, float]:

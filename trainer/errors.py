@@ -1,19 +1,51 @@
-"""Typed errors with fields. Library code raises them; main.py formats them once.
+"""Typed errors with fields, and the one table of exit codes.
 
-Each error knows its exit code (see DESIGN.md "Errors and exit codes") and carries a
-``hint``: the one thing the user should try next.
+Library code raises these errors; the CLI layer (trainer/cli/errors.py) formats each once, as
+one line, and exits with its code. Every error carries a ``hint``: the one thing the user
+should try next. ``ExitCode`` is the only place the codes are written down: the help text
+and README render it.
 """
 
 from __future__ import annotations
 
 import difflib
+import enum
 from collections.abc import Iterable
+
+
+class ExitCode(enum.IntEnum):
+    """What each exit status of lmrunner means (``describe`` gives the words)."""
+
+    OK = 0
+    RUNTIME = 1
+    USAGE = 2
+    DATA = 3
+    NON_FINITE = 4
+    REGISTRY = 5
+    SIGINT = 130
+    SIGTERM = 143
+
+    @property
+    def meaning(self) -> str:
+        return _EXIT_CODE_MEANINGS[self]
+
+
+_EXIT_CODE_MEANINGS = {
+    ExitCode.OK: "done",
+    ExitCode.RUNTIME: "an unexpected runtime error",
+    ExitCode.USAGE: "usage or config error: bad flag, config file, key, type or value; an unusable checkpoint",
+    ExitCode.DATA: "data error: the data file is missing, empty, not UTF-8 or too short",
+    ExitCode.NON_FINITE: "the loss became NaN or infinite (nothing is saved for that step)",
+    ExitCode.REGISTRY: "the model registry is inconsistent or its index unreadable (validate-registry lists why)",
+    ExitCode.SIGINT: "interrupted by SIGINT (Ctrl-C), after saving a checkpoint",
+    ExitCode.SIGTERM: "interrupted by SIGTERM (or SIGUSR1/SIGUSR2 from a scheduler), after saving a checkpoint",
+}
 
 
 class LmrunnerError(Exception):
     """Base class: ``str(err)`` is the one-line message, ``hint`` says what to do next."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.RUNTIME
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -28,7 +60,7 @@ class ConfigError(LmrunnerError):
     (a file path with line, or "command line").
     """
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(
         self,
@@ -66,13 +98,13 @@ class ConfigValueError(ConfigError):
 class UsageError(LmrunnerError):
     """The command line itself is wrong (exit 2)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class DataError(LmrunnerError):
     """The training text cannot be used (exit 3). ``path`` is the file at fault."""
 
-    exit_code = 3
+    exit_code = ExitCode.DATA
 
     def __init__(self, message: str, path: str, hint: str | None = None):
         super().__init__(f"{path}: {message}", hint)
@@ -82,7 +114,7 @@ class DataError(LmrunnerError):
 class CheckpointError(LmrunnerError):
     """A checkpoint is missing, incomplete, corrupt or incompatible (exit 2: the path given is unusable)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(self, message: str, path: str, hint: str | None = None):
         super().__init__(f"{path}: {message}", hint)
@@ -92,7 +124,7 @@ class CheckpointError(LmrunnerError):
 class NonFiniteLossError(LmrunnerError):
     """The loss became NaN or infinite (exit 4); no checkpoint is written for that step."""
 
-    exit_code = 4
+    exit_code = ExitCode.NON_FINITE
 
     def __init__(self, step: int, loss: float):
         super().__init__(
@@ -112,7 +144,7 @@ class TrainingInterrupted(LmrunnerError):
             f"interrupted by {signal_name} at step {step}; {saved}",
             hint=f"continue with --resume {checkpoint}" if checkpoint else None,
         )
-        self.exit_code = 130 if signal_name == "SIGINT" else 143
+        self.exit_code = ExitCode.SIGINT if signal_name == "SIGINT" else ExitCode.SIGTERM
         self.step = step
         self.checkpoint = checkpoint
 
@@ -126,7 +158,7 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 class RegistryError(LmrunnerError):
     """The model registry is corrupt or inconsistent (exit 5); ``problems`` lists each."""
 
-    exit_code = 5
+    exit_code = ExitCode.REGISTRY
 
     def __init__(self, message: str, problems: list[str] | None = None, hint: str | None = None):
         super().__init__(message, hint or "run: python main.py validate-registry")
@@ -149,6 +181,6 @@ class ModelNotFoundError(UsageError):
 class ImportModelError(LmrunnerError):
     """A model could not be fetched or read (exit 1 for the network, 2 for what was asked)."""
 
-    def __init__(self, message: str, hint: str | None = None, exit_code: int = 1):
+    def __init__(self, message: str, hint: str | None = None, exit_code: int = ExitCode.RUNTIME):
         super().__init__(message, hint)
         self.exit_code = exit_code

@@ -3,27 +3,32 @@ import json
 import pytest
 import torch
 
-from trainer.checkpoint import write as ckpt
+import trainer.checkpoint.verify
+from trainer.checkpoint.find import latest_valid_checkpoint, list_checkpoints, prune_checkpoints, resolve_resume_path
+from trainer.checkpoint.layout import FORMAT_VERSION
+from trainer.checkpoint.tensors import load_tensors, save_tensors
+from trainer.checkpoint.verify import verify_checkpoint
+from trainer.checkpoint.write import write_checkpoint
 from trainer.errors import CheckpointError
 
 
 def write(tmp_path, step, payload=b"weights"):
     def writer(directory):
         (directory / "model.bin").write_bytes(payload)
-        ckpt.save_tensors({"t": torch.arange(3)}, directory / "optimizer.pt")
+        save_tensors({"t": torch.arange(3)}, directory / "optimizer.pt")
 
-    return ckpt.write_checkpoint(tmp_path / "checkpoints", step, [writer], {"run_id": "r", "config": {}})
+    return write_checkpoint(tmp_path / "checkpoints", step, [writer], {"run_id": "r", "config": {}})
 
 
 def test_write_and_verify(tmp_path):
     path = write(tmp_path, 12)
     assert path.name == "step-00000012"
-    state = ckpt.verify_checkpoint(path)
-    assert state["step"] == 12 and state["run_id"] == "r" and state["format_version"] == ckpt.FORMAT_VERSION
+    state = verify_checkpoint(path)
+    assert state["step"] == 12 and state["run_id"] == "r" and state["format_version"] == FORMAT_VERSION
     manifest = json.loads((path / "manifest.json").read_text())
     assert set(manifest["files"]) == {"model.bin", "optimizer.pt", "trainer_state.json"}
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no partial left
-    assert torch.equal(ckpt.load_tensors(path / "optimizer.pt")["t"], torch.arange(3))
+    assert torch.equal(load_tensors(path / "optimizer.pt")["t"], torch.arange(3))
 
 
 @pytest.mark.parametrize(
@@ -40,7 +45,7 @@ def test_damaged_checkpoints_are_refused(tmp_path, damage, message):
     path = write(tmp_path, 5)
     damage(path)
     with pytest.raises(CheckpointError, match=message):
-        ckpt.verify_checkpoint(path)
+        verify_checkpoint(path)
 
 
 def test_newer_format_is_refused(tmp_path):
@@ -49,7 +54,7 @@ def test_newer_format_is_refused(tmp_path):
     manifest["format_version"] = 99
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="newer"):
-        ckpt.verify_checkpoint(path)
+        verify_checkpoint(path)
 
 
 def test_latest_skips_incomplete_and_partial(tmp_path):
@@ -57,31 +62,31 @@ def test_latest_skips_incomplete_and_partial(tmp_path):
     newest = write(tmp_path, 20)
     (newest / "manifest.json").unlink()  # as if the process died while writing it
     (tmp_path / "checkpoints" / ".partial-step-00000030-99").mkdir()
-    assert ckpt.latest_valid_checkpoint(tmp_path / "checkpoints").name == "step-00000010"
+    assert latest_valid_checkpoint(tmp_path / "checkpoints").name == "step-00000010"
 
 
 def test_resolve_resume_path(tmp_path):
     first = write(tmp_path, 10)
     second = write(tmp_path, 20)
-    assert ckpt.resolve_resume_path(tmp_path) == second  # a run directory
-    assert ckpt.resolve_resume_path(tmp_path / "checkpoints") == second
-    assert ckpt.resolve_resume_path(first) == first
+    assert resolve_resume_path(tmp_path) == second  # a run directory
+    assert resolve_resume_path(tmp_path / "checkpoints") == second
+    assert resolve_resume_path(first) == first
     with pytest.raises(CheckpointError, match="not found"):
-        ckpt.resolve_resume_path(tmp_path / "nope")
+        resolve_resume_path(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="neither"):
-        ckpt.resolve_resume_path(tmp_path / "empty")
+        resolve_resume_path(tmp_path / "empty")
     with pytest.raises(CheckpointError):
-        ckpt.verify_checkpoint(tmp_path / "checkpoints" / "step-00000099")
+        verify_checkpoint(tmp_path / "checkpoints" / "step-00000099")
 
 
 def test_prune_keeps_newest(tmp_path):
     for step in (1, 2, 3, 4):
         write(tmp_path, step)
-    deleted = ckpt.prune_checkpoints(tmp_path / "checkpoints", keep_last=2, newest_step=4)
+    deleted = prune_checkpoints(tmp_path / "checkpoints", keep_last=2, newest_step=4)
     assert [p.name for p in deleted] == ["step-00000001", "step-00000002"]
-    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")] == ["step-00000003", "step-00000004"]
-    assert ckpt.prune_checkpoints(tmp_path / "checkpoints", keep_last=None, newest_step=4) == []
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000003", "step-00000004"]
+    assert prune_checkpoints(tmp_path / "checkpoints", keep_last=None, newest_step=4) == []
 
 
 def test_prune_never_counts_later_steps_against_the_one_just_written(tmp_path):
@@ -89,9 +94,9 @@ def test_prune_never_counts_later_steps_against_the_one_just_written(tmp_path):
         write(tmp_path, step)
     (tmp_path / "checkpoints" / "step-00000055" / "optimizer.pt").write_bytes(b"x")
     write(tmp_path, 30)
-    deleted = ckpt.prune_checkpoints(tmp_path / "checkpoints", keep_last=1, newest_step=30)
+    deleted = prune_checkpoints(tmp_path / "checkpoints", keep_last=1, newest_step=30)
     assert [p.name for p in deleted] == ["step-00000010", "step-00000020"]
-    assert ckpt.latest_valid_checkpoint(tmp_path / "checkpoints").name == "step-00000030"
+    assert latest_valid_checkpoint(tmp_path / "checkpoints").name == "step-00000030"
 
 
 @pytest.mark.parametrize(
@@ -102,30 +107,30 @@ def test_malformed_manifest_is_a_checkpoint_error(tmp_path, manifest):
     path = write(tmp_path, 5)
     (path / "manifest.json").write_text(manifest)
     with pytest.raises(CheckpointError, match="unreadable"):
-        ckpt.verify_checkpoint(path)
+        verify_checkpoint(path)
 
 
 def test_latest_passes_over_same_size_corruption(tmp_path):
     write(tmp_path, 10)
     newest = write(tmp_path, 20, b"weights")
     (newest / "model.bin").write_bytes(b"WEIGHTS")  # same size, other bytes
-    assert ckpt.latest_valid_checkpoint(tmp_path / "checkpoints").name == "step-00000010"
+    assert latest_valid_checkpoint(tmp_path / "checkpoints").name == "step-00000010"
 
 
 def test_rewriting_a_step_replaces_it_whole(tmp_path):
     write(tmp_path, 7, b"old")
     path = write(tmp_path, 7, b"new")
     assert (path / "model.bin").read_bytes() == b"new"
-    ckpt.verify_checkpoint(path)
+    verify_checkpoint(path)
 
 
 def test_a_verified_file_is_hashed_once_but_changes_are_still_caught(tmp_path, monkeypatch):
     path = write(tmp_path, 3)
-    ckpt.verify_checkpoint(path)
+    verify_checkpoint(path)
     calls = []
-    monkeypatch.setattr(ckpt, "sha256_of", lambda file: calls.append(file) or "x")
-    ckpt.verify_checkpoint(path)
+    monkeypatch.setattr(trainer.checkpoint.verify, "sha256_of", lambda file: calls.append(file) or "x")
+    verify_checkpoint(path)
     assert calls == []  # nothing changed since: no second hashing
     (path / "model.bin").write_bytes(b"WEIGHTS")  # same size, new bytes, new mtime
     with pytest.raises(CheckpointError, match="sha256"):
-        ckpt.verify_checkpoint(path)
+        verify_checkpoint(path)

@@ -2,7 +2,8 @@ import dataclasses
 
 import pytest
 
-from trainer.config.schema import FIELD_NAMES, ConfigLayer, TrainingConfig, compose_config
+from trainer.config.compose import ConfigLayer, compose_config, config_from_dict
+from trainer.config.schema import FIELD_NAMES, TrainingConfig
 from trainer.errors import ConfigError, ConfigValueError
 
 SPEC_DEFAULTS = {
@@ -43,7 +44,7 @@ def test_to_dict_from_dict_round_trip():
     as_dict = config.to_dict()
     assert set(as_dict) == set(FIELD_NAMES)
     assert as_dict["model_name"] == "qwen-0.5b-base"
-    assert TrainingConfig.from_dict(as_dict) == config
+    assert config_from_dict(as_dict) == config
 
 
 def test_to_dict_keeps_model_name_none():
@@ -52,19 +53,19 @@ def test_to_dict_keeps_model_name_none():
 
 def test_from_dict_missing_fields_take_defaults():
     # An "old" config from before most fields existed.
-    config = TrainingConfig.from_dict({"learning_rate": 1e-3, "batch_size": 8})
+    config = config_from_dict({"learning_rate": 1e-3, "batch_size": 8})
     assert config.learning_rate == 1e-3 and config.batch_size == 8
     assert config.n_layers == 4 and config.checkpoint_cadence == 1000
 
 
 def test_from_dict_loads_new_fields():
-    config = TrainingConfig.from_dict({"n_layers": 2, "d_ff": 64, "train_ratio": 0.8, "checkpoint_cadence": None})
+    config = config_from_dict({"n_layers": 2, "d_ff": 64, "train_ratio": 0.8, "checkpoint_cadence": None})
     assert (config.n_layers, config.d_ff, config.train_ratio, config.checkpoint_cadence) == (2, 64, 0.8, None)
 
 
 def test_unknown_key_suggests_the_right_one():
     with pytest.raises(ConfigError, match=r"unknown key 'max_stepz' \(did you mean 'max_steps'\?\)") as info:
-        TrainingConfig.from_dict({"max_stepz": 3})
+        config_from_dict({"max_stepz": 3})
     assert info.value.key == "max_stepz"
 
 
@@ -80,12 +81,12 @@ def test_unknown_key_suggests_the_right_one():
 )
 def test_wrong_types_name_the_key(values, key):
     with pytest.raises(ConfigError, match=key) as info:
-        TrainingConfig.from_dict(values)
+        config_from_dict(values)
     assert info.value.exit_code == 2
 
 
 def test_strings_of_numbers_convert():
-    assert TrainingConfig.from_dict({"learning_rate": "3e-4", "max_steps": "12"}).max_steps == 12
+    assert config_from_dict({"learning_rate": "3e-4", "max_steps": "12"}).max_steps == 12
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from trainer.config.compose import compose_config
 from trainer.config.parse import overrides_layer, yaml_layer
-from trainer.config.schema import compose_config
 from trainer.errors import ConfigError, UsageError
 
 

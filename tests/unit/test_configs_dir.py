@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from trainer.config.compose import compose_config
 from trainer.config.parse import yaml_layer
-from trainer.config.schema import compose_config
 from trainer.models.transformer import Transformer
 from trainer.run.build import model_shape
 

@@ -1,7 +1,7 @@
 import hashlib
 
 from trainer.data.builtin_corpus import MIN_CORPUS_CHARS, assemble_corpus, builtin_corpus
-from trainer.data.windows import load_corpus
+from trainer.data.corpus import load_corpus
 
 
 def test_builtin_corpus_is_big_and_deterministic(tmp_path, monkeypatch):

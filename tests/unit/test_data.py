@@ -2,14 +2,9 @@ import pytest
 import torch
 
 from trainer.data.char_tokenizer import CharTokenizer
-from trainer.data.windows import (
-    ResumableBatchSampler,
-    WindowDataset,
-    eval_loader,
-    load_corpus,
-    prepare_data,
-    split_corpus,
-)
+from trainer.data.corpus import load_corpus
+from trainer.data.sampler import ResumableBatchSampler
+from trainer.data.windows import WindowDataset, eval_loader, prepare_data, split_corpus
 from trainer.errors import DataError
 
 

@@ -5,14 +5,18 @@ import json
 import pytest
 import torch
 
-from registry.hub import import_model, register_checkpoint
+from registry.hub import import_model
 from registry.store import Registry
 from tests.conftest import read_events, step_losses, tiny_config
-from trainer.config.schema import ConfigLayer
+from trainer.config.compose import ConfigLayer
 from trainer.errors import ConfigError, ModelNotFoundError, UsageError
-from trainer.models.adapters import HFCausalLMAdapter, load_adapter, write_model_card
+from trainer.models.hf_adapter import HFCausalLMAdapter
+from trainer.models.loading import load_adapter
+from trainer.models.model_card import write_model_card
+from trainer.models.register import register_checkpoint
 from trainer.run.execute import run_training
-from trainer.run.start import plan_run, start_run
+from trainer.run.plan import plan_run
+from trainer.run.start import start_run
 
 transformers = pytest.importorskip("transformers")
 
@@ -80,8 +84,8 @@ def test_fine_tune_records_metadata_lineage_and_hf_checkpoints(tmp_path, corpus_
     model = start["model"]
     assert (model["model_name"], model["architecture_type"], model["source"]) == ("tiny-qwen", "qwen", "local")
     assert model["num_parameters"] == registry.get("tiny-qwen").num_parameters and model["disk_size_bytes"] > 0
-    assert "n_layers=2 (the model has 2)" not in model["config_settings_overridden"]
-    assert "d_model=32 (the model has 32)" not in model["config_settings_overridden"]
+    # The config's n_layers=2 and d_model=32 agree with the model; n_heads and dropout do not.
+    assert model["config_settings_overridden"] == ["n_heads=2 (the model has 4)", "dropout=0.1 (the model has 0.0)"]
     assert start["fine_tune"] == "new fine-tune of tiny-qwen"
     assert start["lineage"]["fine_tuned_from"] == "tiny-qwen" and start["lineage"]["chain"] == ["tiny-qwen"]
     assert start["tokenizer"]["identifier"] == "hf:Qwen2Tokenizer:320"

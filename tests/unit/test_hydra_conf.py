@@ -9,12 +9,15 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO
-from trainer.cli.hydra_app import CONF_DIR, check_overrides, group_options, register, requested_layer
+from trainer.cli.hydra_app import check_overrides, group_options, register, requested_layer
+from trainer.cli.shipped import conf_dir
+from trainer.config.compose import compose_config
 from trainer.config.parse import yaml_layer
-from trainer.config.schema import TrainingConfig, compose_config
+from trainer.config.schema import TrainingConfig
 from trainer.errors import ConfigError, UsageError
 
 register()
+CONF_DIR = conf_dir()
 
 
 def composed(overrides: list[str]) -> TrainingConfig:

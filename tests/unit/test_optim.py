@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from trainer.config.schema import TrainingConfig
-from trainer.models.adapters import CustomTransformerAdapter
+from trainer.models.custom_adapter import CustomTransformerAdapter
 from trainer.models.transformer import TransformerShape
-from trainer.training.optim import create_optimizer, lr_at
+from trainer.training.lr_schedule import lr_at
+from trainer.training.optimizer import create_optimizer
 
 
 def test_no_decay_on_biases_norms_and_embeddings():

@@ -5,11 +5,12 @@ import shutil
 
 import pytest
 
-from registry.hub import count_parameters, import_model, register_checkpoint
+from registry.hub import count_parameters, import_model
 from registry.manage import delete_model, validate_registry
 from registry.store import ModelEntry, Registry, validate_name
 from tests.conftest import tiny_config
 from trainer.errors import ImportModelError, ModelNotFoundError, RegistryError, UsageError
+from trainer.models.register import register_checkpoint
 
 
 @pytest.fixture

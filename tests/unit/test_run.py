@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from tests.conftest import read_events, step_losses, tiny_config
-from trainer.config.schema import ConfigLayer
+from trainer.config.compose import ConfigLayer
 from trainer.errors import NonFiniteLossError
 from trainer.models.transformer import Transformer
 from trainer.run.execute import run_training
-from trainer.run.start import plan_run
-from trainer.training.loop import Trainer
+from trainer.run.plan import plan_run
 
 
 def run(config, run_dir, resume=None):
@@ -107,24 +106,39 @@ def test_cadences_null_disable_eval_and_sampling(tmp_path, corpus_file):
     assert [e["step"] for e in events if e["event"] == "checkpoint"] == [4]
 
 
-def test_from_checkpoint_restores_everything(tmp_path, corpus_file):
+def test_restore_trainer_brings_back_weights_optimizer_and_step(tmp_path, corpus_file):
     config = tiny_config(corpus_file, max_steps=6)
     result = run(config, tmp_path / "r")
-    from trainer.data.windows import load_corpus
+    from safetensors.torch import load_file
+
+    from trainer.checkpoint.tensors import load_tensors
+    from trainer.data.corpus import load_corpus
+    from trainer.run.build import restore_trainer
     from trainer.training.loop import RunInfo
 
     corpus = load_corpus(str(corpus_file))
     info = RunInfo(tmp_path / "r2", "x", corpus.source, corpus.sha256)
-    trainer = Trainer.from_checkpoint(
+    trainer = restore_trainer(
         result.checkpoint,
         config=dataclasses.replace(config, lr_decay_steps=6),
         corpus=corpus,
         run=info,
         device=torch.device("cpu"),
     )
-    assert trainer.step == 6 and trainer.config.n_layers == 2
-    assert trainer.optimizer.state_dict()["state"][0]["step"].item() == 6
-    assert trainer.sample(max_length=10) == trainer.sample(max_length=10)
+    assert trainer.step == 6 and trainer.last_checkpoint == result.checkpoint
+    saved_weights = load_file(str(result.checkpoint / "model.safetensors"))
+    restored = trainer.model.state_dict()
+    assert saved_weights.keys() <= restored.keys()
+    assert all(torch.equal(restored[name], tensor) for name, tensor in saved_weights.items())
+    saved_moments = load_tensors(result.checkpoint / "optimizer.pt")["state"]
+    restored_moments = trainer.optimizer.state_dict()["state"]
+    assert saved_moments.keys() == restored_moments.keys() and len(saved_moments) > 0
+    for index, moments in saved_moments.items():
+        assert torch.equal(restored_moments[index]["exp_avg"], moments["exp_avg"])
+        assert restored_moments[index]["step"].item() == 6
+    # The sample the run logged at step 6 comes back from the restored weights, draw for draw.
+    logged = events_of(result.run_dir, "sample", "text")[6]
+    assert trainer.sample() == logged
 
 
 def test_loss_decreases_on_real_text(tmp_path, corpus_file):

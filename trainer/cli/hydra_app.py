@@ -1,9 +1,9 @@
 """The Hydra front door: conf/ groups composed onto the TrainingConfig schema.
 
 ``run_hydra(argv)`` checks the overrides first (so a typo is one line with a suggestion and
-exit 2, not a Hydra stack trace), registers the schema and the run-directory resolver, then
-hands the command line to Hydra, which owns run directories, ``-m`` sweeps and launchers.
-Each job calls ``launch.start_run`` like the ``--config`` front door does.
+exit 2, not a Hydra stack trace), registers the schema, pins the run or sweep directory, then
+hands the command line to Hydra, which owns ``-m`` sweeps and launchers. Each job calls
+``trainer.run.start.start_run`` like the ``--config`` front door does.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.config.schema import FIELD_NAMES, ConfigLayer, TrainingConfig, merge_layers
+from trainer.cli.shipped import conf_dir
+from trainer.config.compose import ConfigLayer, merge_layers
+from trainer.config.schema import FIELD_NAMES, TrainingConfig
 from trainer.errors import ConfigError, TrainingInterrupted, UsageError, did_you_mean
 from trainer.run.rundir import create_run_dir
 from trainer.training.distributed import current, init_from_env, on_main
@@ -20,15 +22,11 @@ from trainer.training.distributed import current, init_from_env, on_main
 if TYPE_CHECKING:  # importing trainer.resume pulls in torch, which --help must not
     from trainer.run.resume_plan import ResumePlan
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 GROUPS = ("model", "training")
-
-# Set by the job in a single run, read by run_hydra for the exit code.
-_single_run: dict[str, Any] = {}
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
 def check_overrides(overrides: list[str]) -> None:
@@ -77,36 +75,45 @@ def requested_layer(config: TrainingConfig, overrides: list[str]) -> ConfigLayer
     return ConfigLayer("command line", {k: v for k, v in values.items() if v != defaults[k] or k in named})
 
 
-def _job(cfg) -> dict[str, Any]:
-    """The Hydra task: one run in Hydra's run directory (or the resumed run's own)."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
+class HydraJob:
+    """The Hydra task of one ``run_hydra`` call. A single run happens in this process, so
+    the error that ended it is kept here for the CLI to report with its exit code (Hydra
+    would print its own traceback). A sweep's jobs may run in other processes (joblib,
+    submitit): their outcomes travel through the sweep's summary.jsonl instead."""
 
-    from trainer.cli.sweep import append_summary_line, job_outcome
-    from trainer.run.start import start_run
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
 
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    in_sweep = hydra_cfg.mode.name == "MULTIRUN"
-    try:
-        init_from_env()  # a submitit job with several tasks: its ranks join here
-        config = OmegaConf.to_object(cfg)
-        layer = requested_layer(config, list(hydra_cfg.overrides.task))
-        result = start_run([layer], new_run_dir=lambda: run_dir, overrides=None)
-        return job_outcome(result)
-    except TrainingInterrupted as err:
-        # Ctrl-C or SIGTERM stops the whole sweep, not just this job: record the job, then
-        # leave Hydra (which would go on to the next job after an ordinary exception).
-        _single_run["error"] = err
-        if in_sweep and current().is_main:
-            append_summary_line(
-                run_dir.parent, hydra_cfg.job.num, list(hydra_cfg.overrides.task), job_outcome(error=err)
-            )
-        raise KeyboardInterrupt from err
-    except Exception as err:
-        if not in_sweep:
-            _single_run["error"] = err  # main.py formats it: one line and its exit code
-        return job_outcome(error=err)
+    def __call__(self, cfg) -> dict[str, Any]:
+        """One run in Hydra's run directory (or the resumed run's own)."""
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf import OmegaConf
+
+        from trainer.cli.sweep import append_summary_line, job_outcome
+        from trainer.run.start import start_run
+
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        in_sweep = hydra_cfg.mode.name == "MULTIRUN"
+        try:
+            init_from_env()  # a submitit job with several tasks: its ranks join here
+            config = OmegaConf.to_object(cfg)
+            layer = requested_layer(config, list(hydra_cfg.overrides.task))
+            result = start_run([layer], new_run_dir=lambda: run_dir, overrides=None)
+            return job_outcome(result)
+        except TrainingInterrupted as err:
+            # Ctrl-C or SIGTERM stops the whole sweep, not just this job: record the job, then
+            # leave Hydra (which would go on to the next job after an ordinary exception).
+            self.error = err
+            if in_sweep and current().is_main:
+                append_summary_line(
+                    run_dir.parent, hydra_cfg.job.num, list(hydra_cfg.overrides.task), job_outcome(error=err)
+                )
+            raise KeyboardInterrupt from err
+        except Exception as err:
+            if not in_sweep:
+                self.error = err  # reported by the CLI: one line and its exit code
+            return job_outcome(error=err)
 
 
 def register() -> None:
@@ -120,29 +127,49 @@ def run_hydra(argv: list[str]) -> int:
     import hydra
     from hydra._internal.utils import get_args_parser  # Hydra's own command-line grammar
 
-    from trainer.cli.sweep import sweep_outcome
+    from trainer.cli.sweep import failed_jobs
 
     args = get_args_parser().parse_args(argv)
     overrides = list(args.overrides)
     check_overrides(overrides)
     register()
     runs_jobs = not (args.cfg or args.info or args.help or args.hydra_help or args.shell_completion)
+    sweep_dir = None
     if runs_jobs and not args.multirun:
         plan = _check_single_run(overrides)  # before Hydra makes a run directory for it
         argv = _add_overrides(argv, overrides, _run_dir_overrides(overrides, plan))
-    elif runs_jobs and not _sets(overrides, "hydra.sweep.dir"):
-        sweep_dir = on_main(lambda: create_run_dir(Path("multirun")))
+    elif runs_jobs:
+        sweep_dir = on_main(lambda: _sweep_dir(overrides))
+        # The user's hydra.sweep.dir (if any) gives way to its resolved value.
+        users = [o for o in overrides if _sets([o], "hydra.sweep.dir")]
+        argv, overrides = [a for a in argv if a not in users], [o for o in overrides if o not in users]
         argv = _add_overrides(argv, overrides, [f"hydra.sweep.dir={sweep_dir}"])
     sys.argv = [sys.argv[0], *argv]
-    app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_job)
+    job = HydraJob()
+    app = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(job)
     try:
         app()
     except KeyboardInterrupt:
-        if "error" not in _single_run:
+        if job.error is None:
             raise
-    if "error" in _single_run:
-        raise _single_run["error"]
-    return 1 if sweep_outcome["failed"] else 0
+    if job.error is not None:
+        raise job.error
+    if sweep_dir is None:
+        return 0
+    return 1 if on_main(lambda: failed_jobs(sweep_dir)) else 0
+
+
+def _sweep_dir(overrides: list[str]) -> Path:
+    """The sweep's directory, decided once, so the sweep's summary can be found afterwards: a
+    new ``multirun/<date>/<time>[-n]`` (reserved, like a run directory), or the user's
+    ``hydra.sweep.dir`` with its ``${now:...}`` patterns resolved."""
+    if not _sets(overrides, "hydra.sweep.dir"):
+        return create_run_dir(Path("multirun"))
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=[o for o in overrides if _is_hydra_override(o)], return_hydra_config=True)
+    return Path(str(cfg.hydra.sweep.dir))
 
 
 def _check_single_run(overrides: list[str]) -> ResumePlan | None:
@@ -154,11 +181,11 @@ def _check_single_run(overrides: list[str]) -> ResumePlan | None:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from trainer.run.start import plan_run
+    from trainer.run.plan import plan_run
 
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("config", overrides=[o for o in overrides if not o.lstrip("+~").startswith("hydra")])
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = compose("config", overrides=[o for o in overrides if not _is_hydra_override(o)])
         config = OmegaConf.to_object(cfg)
     except (HydraException, OmegaConfBaseException) as err:
         # e.g. a sweep (n_layers=2,4) without -m, or deleting a key the schema needs
@@ -200,3 +227,8 @@ def _add_overrides(argv: list[str], overrides: list[str], extra: list[str]) -> l
 
 def _sets(overrides: list[str], key: str) -> bool:
     return any(o.lstrip("+").split("=", 1)[0] == key for o in overrides)
+
+
+def _is_hydra_override(override: str) -> bool:
+    """Hydra's own settings (hydra.run.dir=..., hydra/launcher=...), as opposed to the run's."""
+    return override.lstrip("+~").startswith("hydra")

@@ -1,6 +1,9 @@
-"""Registry subcommands of main.py: import-model, list-models, model-info, delete-model,
-validate-registry, register-model. Each handler prints for people (or JSON with --json)
-and returns an exit code; errors are raised typed and formatted by main.py."""
+"""The registry subcommands: import-model, list-models, model-info, delete-model,
+validate-registry, register-model. Each handler prints for people (or JSON with --json) and
+returns an exit code; errors are raised typed and formatted once (trainer/cli/errors.py).
+
+Nothing here imports torch or transformers at module level: list-models and model-info answer
+at once."""
 
 from __future__ import annotations
 
@@ -10,13 +13,14 @@ import sys
 from pathlib import Path
 
 from registry.store import Registry, default_root
-from trainer.errors import RegistryError, UsageError
+from trainer.cli.help import program_name
+from trainer.errors import ExitCode, RegistryError, UsageError
 
 SUBCOMMANDS = ("import-model", "list-models", "model-info", "delete-model", "validate-registry", "register-model")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="main.py", description="The local model registry.")
+    parser = argparse.ArgumentParser(prog=program_name(), description="The local model registry.")
     root = argparse.ArgumentParser(add_help=False)
     root.add_argument(
         "--registry-dir", type=Path, default=None, help="registry root (default: $LMRUNNER_HOME, else ./models)"
@@ -87,7 +91,7 @@ def import_model(registry: Registry, args: argparse.Namespace) -> int:
 
 
 def register_model(registry: Registry, args: argparse.Namespace) -> int:
-    from registry.hub import register_checkpoint
+    from trainer.models.register import register_checkpoint
 
     entry = register_checkpoint(registry, args.checkpoint, args.name, force=args.force)
     parent = f", fine-tuned from {entry.fine_tuned_from}" if entry.fine_tuned_from else ""
@@ -103,7 +107,7 @@ def list_models(registry: Registry, args: argparse.Namespace) -> int:
     if not entries:
         print(
             f"no models in {registry.root} yet; import one with: "
-            "python main.py import-model Qwen/Qwen2.5-0.5B --name qwen-0.5b-base"
+            f"{program_name()} import-model Qwen/Qwen2.5-0.5B --name qwen-0.5b-base"
         )
         return 0
     header = ("name", "architecture", "parameters", "size", "source", "fine_tuned_from", "created")
@@ -131,7 +135,7 @@ def model_info(registry: Registry, args: argparse.Namespace) -> int:
     lineage, children = registry.lineage(entry.name), registry.children(entry.name)
     if args.json:
         print(json.dumps({**entry.to_dict(), "lineage": lineage, "children": children, "problems": problems}, indent=2))
-        return 5 if problems else 0
+        return ExitCode.REGISTRY if problems else ExitCode.OK
     for key, value in entry.to_dict().items():
         if key != "files":
             print(f"{key:>18}: {value}")
@@ -141,7 +145,7 @@ def model_info(registry: Registry, args: argparse.Namespace) -> int:
     for relative, described in sorted(entry.files.items()):
         print(f"{'':>20}{relative} ({_size(described['bytes'])})")
     print(f"{'status':>18}: " + ("files present and intact" if not problems else "; ".join(problems)))
-    return 5 if problems else 0
+    return ExitCode.REGISTRY if problems else ExitCode.OK
 
 
 def delete_model(registry: Registry, args: argparse.Namespace) -> int:

@@ -22,9 +22,6 @@ from trainer.training.distributed import current
 
 SUMMARY_FILE = "summary.jsonl"
 
-# The launching process reads this after a sweep to pick its exit code.
-sweep_outcome: dict[str, Any] = {"failed": 0, "jobs": 0}
-
 
 def job_outcome(result=None, error: BaseException | None = None) -> dict[str, Any]:
     """What a job returns to Hydra and what its summary line holds (besides job and overrides)."""
@@ -72,7 +69,6 @@ class SweepSummary(Callback):
             return
         summary = Path(config.hydra.sweep.dir) / SUMMARY_FILE
         lines = read_summary(summary)
-        sweep_outcome.update(jobs=len(lines), failed=sum(line["status"] != "completed" for line in lines))
         Path(str(summary) + ".lock").unlink(missing_ok=True)
         print(format_table(lines))
         print(f"summary: {summary}")
@@ -90,6 +86,11 @@ def read_summary(path: Path) -> list[dict[str, Any]]:
         return []
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return sorted(lines, key=lambda line: line["job"])
+
+
+def failed_jobs(sweep_dir: Path) -> int:
+    """How many jobs of the sweep did not complete (what the sweep's exit code says)."""
+    return sum(line["status"] != "completed" for line in read_summary(sweep_dir / SUMMARY_FILE))
 
 
 def format_table(lines: list[dict[str, Any]]) -> str:

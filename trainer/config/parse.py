@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from trainer.config.schema import ConfigLayer
+from trainer.config.compose import ConfigLayer
 from trainer.errors import ConfigError, UsageError
 
 

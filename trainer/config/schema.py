@@ -1,7 +1,7 @@
 """TrainingConfig: the one schema that both front doors (--config and Hydra) validate against.
 
-Type checks come from OmegaConf's structured configs (``compose_config``); the rules that
-involve values or several fields live in ``TrainingConfig.validate``, which runs on every
+Type checks come from OmegaConf's structured configs (``trainer.config.compose``); the rules
+that involve values or several fields live in ``TrainingConfig.validate``, which runs on every
 construction, so an invalid TrainingConfig cannot exist.
 """
 
@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.errors import ConfigError, ConfigValueError
+from trainer.errors import ConfigValueError
 
 LR_SCHEDULES = ("cosine", "constant")
 PRECISIONS = ("fp32", "bf16")
@@ -157,11 +157,6 @@ class TrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "dict") -> TrainingConfig:
-        """Build from a plain dict: missing keys take defaults, unknown keys are refused."""
-        return compose_config([ConfigLayer(source, values)])
-
     def config_hash(self) -> str:
         """Short sha256 of what determines the numbers a run computes.
 
@@ -179,98 +174,4 @@ def _require(cfg: TrainingConfig, key: str, ok: bool, rule: str) -> None:
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainingConfig))
-_FIELD_TYPES = typing.get_type_hints(TrainingConfig)
-
-
-@dataclass
-class ConfigLayer:
-    """One source of values, in merge order: a file, the command line, a checkpoint.
-
-    ``lines`` maps keys to their line in a file, so errors can point at it.
-    """
-
-    source: str
-    values: dict[str, Any]
-    lines: dict[str, int] = dataclasses.field(default_factory=dict)
-
-    def where(self, key: str) -> str:
-        line = self.lines.get(key)
-        return f"{self.source}, line {line}" if line else self.source
-
-
-def compose_config(layers: list[ConfigLayer]) -> TrainingConfig:
-    """Merge layers onto the structured schema (later layers win) and build the dataclass,
-    which checks the rules between values."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    merged = merge_layers(layers)
-    try:
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:  # e.g. a value written as an ${interpolation}
-        key = getattr(err, "full_key", None)
-        raise ConfigError(
-            f"cannot resolve {key or 'a value'}: {str(err).splitlines()[0]}",
-            key=key,
-            hint="write plain values; ${...} interpolations are not supported here",
-        ) from err
-
-
-def merge_layers(layers: list[ConfigLayer]):
-    """Layers merged onto the structured schema: names and types checked, rules not yet.
-
-    Each key is assigned on its own so that a wrong type is reported with its key and the
-    file and line it came from.
-    """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from trainer.errors import did_you_mean
-
-    merged = OmegaConf.structured(TrainingConfig)
-    for layer in layers:
-        for key, value in layer.values.items():
-            if key not in FIELD_NAMES:
-                raise ConfigError(
-                    f"unknown key '{key}'{did_you_mean(str(key), FIELD_NAMES)}",
-                    key=str(key),
-                    source=layer.where(key),
-                    hint="see the hyperparameter reference in README.md for every valid key",
-                )
-            if isinstance(value, (dict, list)) or OmegaConf.is_config(value):
-                raise ConfigError(
-                    f"{key} must be a single value, not a {type(value).__name__}",
-                    key=key,
-                    source=layer.where(key),
-                )
-            try:
-                merged[key] = _number_from_text(key, value)
-            except (OmegaConfBaseException, ValueError) as err:
-                expected = _type_name(TrainingConfig.__dataclass_fields__[key].type)
-                raise ConfigError(
-                    f"{key}={value!r} has the wrong type: expected {expected}",
-                    key=key,
-                    source=layer.where(key),
-                ) from err
-    return merged
-
-
-def _number_from_text(key: str, value: Any) -> Any:
-    """Text for a numeric field ("3e-4" on a command line) becomes the number it spells, and
-    a number for a text field becomes its text; OmegaConf is phasing out doing this
-    implicitly. Raises ValueError if the text spells no number."""
-    declared = _FIELD_TYPES[key]
-    if declared in (str, str | None) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, str):
-        return value
-    if declared in (int, int | None):
-        return int(value)
-    if declared in (float, float | None):
-        return float(value)
-    return value
-
-
-def _type_name(annotation: Any) -> str:
-    text = str(annotation).replace("typing.", "")
-    return text.replace(" | None", " or null")
+FIELD_TYPES = typing.get_type_hints(TrainingConfig)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from registry.store import ModelEntry, Registry
-from trainer.models.adapters import CUSTOM_ARCHITECTURE
 from trainer.config.schema import TrainingConfig
 from trainer.errors import ConfigError, UsageError
+from trainer.models.adapter import CUSTOM_ARCHITECTURE
 
 FROM_SCRATCH = "trained from scratch"
 # Any one of these makes a directory loadable as a tokenizer (AutoTokenizer or ours).

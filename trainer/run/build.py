@@ -12,18 +12,21 @@ from pathlib import Path
 
 import torch
 
-from trainer.checkpoint import write as ckpt
+from trainer.checkpoint.verify import verify_checkpoint
 from trainer.config.schema import TrainingConfig
 from trainer.data.char_tokenizer import CharTokenizer
+from trainer.data.corpus import Corpus
 from trainer.data.tokenizers import load_tokenizer
-from trainer.data.windows import Corpus, eval_loader, prepare_data
+from trainer.data.windows import eval_loader, prepare_data
 from trainer.errors import CheckpointError, ConfigError, DataError, UsageError
-from trainer.models.adapters import CUSTOM_ARCHITECTURE, CustomTransformerAdapter, ModelAdapter, load_adapter
+from trainer.models.adapter import CUSTOM_ARCHITECTURE, ModelAdapter
+from trainer.models.custom_adapter import CustomTransformerAdapter
+from trainer.models.loading import load_adapter
 from trainer.models.source import ModelSource, tokenizer_directory
 from trainer.models.transformer import TransformerShape
 from trainer.training.hooks import Hook
 from trainer.training.loop import RunInfo, Trainer
-from trainer.training.optim import create_optimizer
+from trainer.training.optimizer import create_optimizer
 
 log = logging.getLogger("lmrunner")
 
@@ -100,7 +103,7 @@ def restore_trainer(
     hooks: list[Hook] | None = None,
 ) -> Trainer:
     """A trainer in exactly the state saved at ``path`` (verified against its manifest)."""
-    state = ckpt.verify_checkpoint(path)
+    state = verify_checkpoint(path)
     if state.get("data_sha256") != corpus.sha256:
         raise DataError(
             f"differs from the text checkpoint {path} was trained on ({state.get('data_source')})",

@@ -1,4 +1,4 @@
-"""The structured event log (``events.jsonl``) and the run metadata that heads it.
+"""The structured event log (``events.jsonl``): writing it, the hook that feeds it, reading it.
 
 One JSON object per line, each with ``ts``, ``event``, ``run_id`` and ``step``. The file is
 for programs; the console is for people.
@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from trainer.training.hooks import Hook
+
+if TYPE_CHECKING:
+    from trainer.training.loop import Trainer
 
 
 class EventLog:
@@ -40,6 +42,19 @@ class EventLog:
         self._file.close()
 
 
+class EventLogHook(Hook):
+    """Writes every reported event to events.jsonl."""
+
+    name = "event_log"
+
+    def __init__(self, events: EventLog):
+        self.events = events
+
+    def on_event(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        fields = {k: v for k, v in record.items() if k not in ("event", "step")}
+        self.events.emit(record["event"], record["step"], **fields)
+
+
 def read_events(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
@@ -47,21 +62,6 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 
 def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
-
-
-def git_commit() -> str | None:
-    """The commit of the lmrunner source tree, with '-dirty' for uncommitted changes."""
-    try:
-        commit = _git("rev-parse", "HEAD")
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{commit}-dirty" if dirty else commit
-
-
-def _git(*args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True)
-    return result.stdout.strip()
 
 
 def _json_safe(value: Any) -> Any:

@@ -7,9 +7,7 @@ event log with ``run_end`` whatever happened.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,17 +16,18 @@ from typing import Any
 import torch
 
 from trainer.config.schema import TrainingConfig
-from trainer.data.windows import load_corpus
+from trainer.data.corpus import load_corpus
 from trainer.errors import NonFiniteLossError, TrainingInterrupted
 from trainer.models.source import ModelSource, lineage_for, select_model
 from trainer.run.build import new_adapter, new_trainer, restore_trainer
 from trainer.run.events import EventLog, new_run_id
+from trainer.run.hooks import default_hooks
 from trainer.run.metadata import fine_tune_mode, log_start, run_metadata
+from trainer.run.plan import resolve_config
 from trainer.run.resume_plan import ResumePlan
 from trainer.run.rundir import write_resolved_config
 from trainer.training import distributed
 from trainer.training.device import configure_precision, resolve_device
-from trainer.training.hooks import default_hooks
 from trainer.training.loop import RunInfo, Trainer
 
 log = logging.getLogger("lmrunner")
@@ -44,17 +43,6 @@ class RunResult:
     final_val_loss: float | None
     checkpoint: Path | None
     wall_time_s: float
-
-
-def resolve_config(config: TrainingConfig) -> tuple[TrainingConfig, str]:
-    """Fill in what a config may leave open: draw a seed, fix the schedule length."""
-    seed_source = "config"
-    if config.seed is None:  # under DDP rank 0 draws it for all
-        config = dataclasses.replace(config, seed=distributed.on_main(lambda: secrets.randbelow(2**31)))
-        seed_source = "drawn"
-    if config.lr_decay_steps is None:
-        config = dataclasses.replace(config, lr_decay_steps=config.max_steps)
-    return config, seed_source
 
 
 def run_training(

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import logging
 import platform
+import subprocess
+from importlib import metadata as package_metadata
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from trainer.models.source import ModelSource
-from trainer.run.events import git_commit
 
 log = logging.getLogger("lmrunner")
+# A source checkout: where git_commit looks (an installed wheel has no .git above it).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def fine_tune_mode(lineage: dict[str, Any], resumed: bool, continuing: bool) -> str | None:
@@ -81,7 +85,7 @@ def run_metadata(trainer, *, seed_source, precision, hooks, corpus, source, fine
         "device": str(trainer.device),
         "world_size": trainer.ranks.world_size,  # DDP ranks; batch_size is the global batch
         "precision": {"setting": config.precision, "matmul": precision.matmul, "note": precision.note},
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "versions": {"lmrunner": lmrunner_version(), "torch": torch.__version__, "python": platform.python_version()},
     }
 
 
@@ -138,3 +142,28 @@ def _describe_model(model: dict[str, Any]) -> str:
     where = f" ({model['model_id']})" if model.get("model_id") else ""
     size = f", {model['disk_size_bytes'] / 1e6:,.1f} MB on disk" if model.get("disk_size_bytes") else ""
     return f"{model['model_name']}{where}: {model['architecture_type']}, {model['n_layers']} layers, {params}{size}"
+
+
+def git_commit() -> str | None:
+    """The commit of the lmrunner source tree, with '-dirty' for uncommitted changes; None
+    when lmrunner does not run from a git checkout (an installed wheel)."""
+    if not (PROJECT_ROOT / ".git").exists():
+        return None
+    try:
+        commit = _git("rev-parse", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True)
+    return result.stdout.strip()
+
+
+def lmrunner_version() -> str | None:
+    try:
+        return package_metadata.version("lmrunner")
+    except package_metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return None

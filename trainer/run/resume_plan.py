@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint import write as ckpt
-from trainer.config.schema import RESUMABLE_KEYS, ConfigLayer, TrainingConfig, compose_config
+from trainer.checkpoint.find import latest_valid_checkpoint, resolve_resume_path
+from trainer.checkpoint.verify import verify_checkpoint
+from trainer.config.compose import ConfigLayer, compose_config
+from trainer.config.schema import RESUMABLE_KEYS, TrainingConfig
 from trainer.errors import ConfigError
 from trainer.run.rundir import run_dir_of
 
@@ -30,8 +32,8 @@ class ResumePlan:
 
 
 def plan_resume(resume: str, user_layers: list[ConfigLayer]) -> ResumePlan:
-    checkpoint = ckpt.resolve_resume_path(Path(resume))
-    state = ckpt.verify_checkpoint(checkpoint, hash_files=False)  # hashes are checked at load
+    checkpoint = resolve_resume_path(Path(resume))
+    state = verify_checkpoint(checkpoint, hash_files=False)  # hashes are checked at load
     saved = state["config"]
     layers = [ConfigLayer(f"checkpoint {checkpoint}", saved)]
     for layer in user_layers:
@@ -59,7 +61,7 @@ def _continuable_run_dir(checkpoint: Path) -> Path | None:
     run_dir = run_dir_of(checkpoint)
     if run_dir is None:
         return None
-    latest = ckpt.latest_valid_checkpoint(checkpoint.parent)
+    latest = latest_valid_checkpoint(checkpoint.parent)
     return run_dir if latest is not None and latest.resolve() == checkpoint.resolve() else None
 
 
@@ -70,8 +72,8 @@ def plan_branch(resume: str, branch: str, user_layers: list[ConfigLayer]) -> Res
     from registry.store import validate_name
 
     validate_name(branch)
-    checkpoint = ckpt.resolve_resume_path(Path(resume))
-    state = ckpt.verify_checkpoint(checkpoint, hash_files=False)
+    checkpoint = resolve_resume_path(Path(resume))
+    state = verify_checkpoint(checkpoint, hash_files=False)
     saved = {**state["config"], "lr_decay_steps": None}
     layers = [ConfigLayer(f"checkpoint {checkpoint}", saved)]
     for layer in user_layers:

@@ -132,3 +132,24 @@ def shutdown() -> None:
     with contextlib.suppress(Exception):
         dist.monitored_barrier(timeout=timedelta(seconds=60))
     dist.destroy_process_group()
+
+
+def wrap_ddp(model, device):
+    """``model`` under DistributedDataParallel, which averages gradients over the ranks during
+    backward and, at construction, gives every rank rank 0's weights. Buffers (the causal
+    mask) are constants, so they are not re-broadcast at every forward."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, **_no_buffer_sync()
+    )
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    """DDP's switch for not re-broadcasting buffers at every forward (newer torch renamed it)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    parameters = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}

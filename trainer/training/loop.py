@@ -1,8 +1,9 @@
 """The Trainer: one optimizer step at a time, evaluation, sampling, checkpoints and hooks.
 
 Everything that decides the numbers of a run (weights, optimizer moments, the step, the
-data position and every RNG) is in the checkpoint, so ``Trainer.from_checkpoint`` followed
-by ``fit`` continues bit for bit (on CPU) as if the run had never stopped.
+data position and every RNG) is in the checkpoint, so a Trainer restored from one
+(``trainer.run.build.restore_trainer``) continues bit for bit (on CPU) with ``fit`` as if the
+run had never stopped.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from trainer.checkpoint import write as ckpt
+from trainer.checkpoint.find import prune_checkpoints
+from trainer.checkpoint.tensors import load_tensors, save_tensors
+from trainer.checkpoint.write import write_checkpoint
 from trainer.config.schema import TrainingConfig
-from trainer.data.windows import ResumableBatchSampler, WindowDataset, train_loader
+from trainer.data.sampler import ResumableBatchSampler, train_loader
+from trainer.data.windows import WindowDataset
 from trainer.errors import NonFiniteLossError, TrainingInterrupted
 from trainer.training import distributed
 from trainer.training.hooks import Hook
-from trainer.training.optim import lr_at, set_lr
+from trainer.training.lr_schedule import lr_at, set_lr
+from trainer.training.rng_state import capture_rng_state, restore_rng_state
 
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng_state.pt"
@@ -47,7 +52,7 @@ class RunInfo:
 class Trainer:
     def __init__(
         self,
-        adapter,  # trainer.models.adapters.ModelAdapter: the model, its tokenizer and loss
+        adapter,  # a trainer.models.adapter.ModelAdapter: the model, its tokenizer and loss
         optimizer: torch.optim.Optimizer,
         config: TrainingConfig,
         val_dataloader: DataLoader,
@@ -81,22 +86,9 @@ class Trainer:
         self._stop_agreed: str | None = None  # the stop every rank agreed on at the last step
         self.ranks = distributed.current()
         if self.ranks.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            # DDP averages gradients over ranks during backward and, at construction, gives
-            # every rank rank 0's weights. Buffers (the causal mask) are constants: no broadcast.
-            adapter.train_module = DistributedDataParallel(
-                adapter.model, device_ids=[device.index] if device.type == "cuda" else None, **_NO_BUFFER_SYNC
-            )
+            adapter.train_module = distributed.wrap_ddp(adapter.model, device)
             # Each rank its own dropout stream (a resumed run then restores each rank's own).
             torch.manual_seed(config.seed + self.ranks.rank)
-
-    @classmethod
-    def from_checkpoint(cls, path: Path, **kwargs: Any) -> Trainer:
-        """Rebuild a Trainer from a checkpoint directory; see ``trainer.run.build.restore_trainer``."""
-        from trainer.run.build import restore_trainer
-
-        return restore_trainer(path, **kwargs)
 
     # --- one step -------------------------------------------------------------------
 
@@ -276,7 +268,7 @@ class Trainer:
         """Every rank calls this at the same step; rank 0 writes (the unwrapped model, the
         optimizer state every rank shares, and each rank's RNG state) and tells the others
         where."""
-        rng_states = distributed.gather_to_main(_rng_state())
+        rng_states = distributed.gather_to_main(capture_rng_state())
         path = distributed.on_main(lambda: self._write_checkpoint(rng_states))
         self.last_checkpoint_step, self.last_checkpoint = self.step, path
         return path
@@ -287,12 +279,12 @@ class Trainer:
         rng = {**rng_states[0], "per_rank": rng_states} if len(rng_states) > 1 else rng_states[0]
         writers = [
             lambda d: self.adapter.save(d, self.run.lineage),
-            lambda d: ckpt.save_tensors(self.optimizer.state_dict(), d / OPTIMIZER_FILE),
-            lambda d: ckpt.save_tensors(rng, d / RNG_FILE),
+            lambda d: save_tensors(self.optimizer.state_dict(), d / OPTIMIZER_FILE),
+            lambda d: save_tensors(rng, d / RNG_FILE),
         ]
-        path = ckpt.write_checkpoint(self.run.run_dir / "checkpoints", self.step, writers, self.trainer_state())
+        path = write_checkpoint(self.run.run_dir / "checkpoints", self.step, writers, self.trainer_state())
         self.report("checkpoint", path=str(path))
-        deleted = ckpt.prune_checkpoints(self.run.run_dir / "checkpoints", self.config.keep_last_checkpoints, self.step)
+        deleted = prune_checkpoints(self.run.run_dir / "checkpoints", self.config.keep_last_checkpoints, self.step)
         if deleted:
             self.report("checkpoint_pruned", paths=[str(p) for p in deleted])
         return path
@@ -316,46 +308,15 @@ class Trainer:
     def load_state_files(self, path: Path) -> None:
         """Load optimizer and RNG state from a verified checkpoint directory (the adapter
         has loaded the weights from it already)."""
-        self.optimizer.load_state_dict(ckpt.load_tensors(path / OPTIMIZER_FILE))
-        rng = ckpt.load_tensors(path / RNG_FILE)
+        self.optimizer.load_state_dict(load_tensors(path / OPTIMIZER_FILE))
+        rng = load_tensors(path / RNG_FILE)
         per_rank = rng.get("per_rank", [rng])
         # On another number of ranks the saved streams cannot be matched one to one: each
         # rank takes rank 0's. Exact either way with dropout 0, the DDP-equivalence setting.
         same_world = len(per_rank) == self.ranks.world_size
-        _restore_rng_state(per_rank[self.ranks.rank] if same_world else per_rank[0])
+        restore_rng_state(per_rank[self.ranks.rank] if same_world else per_rank[0])
 
     def _autocast(self):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
-
-
-def _no_buffer_sync() -> dict[str, bool]:
-    """DDP's switch for not re-broadcasting buffers at every forward (newer torch renamed it)."""
-    import inspect
-
-    from torch.nn.parallel import DistributedDataParallel
-
-    parameters = inspect.signature(DistributedDataParallel.__init__).parameters
-    return {"forward_sync_buffers": False} if "forward_sync_buffers" in parameters else {"broadcast_buffers": False}
-
-
-_NO_BUFFER_SYNC = _no_buffer_sync()
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():  # this process's device only: a checkpoint resumes on fewer GPUs
-        state["torch_cuda"] = torch.cuda.get_rng_state()
-    if torch.backends.mps.is_available():
-        state["torch_mps"] = torch.mps.get_rng_state()
-    return state
-
-
-def _restore_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch_cpu"])
-    if "torch_cuda" in state and torch.cuda.is_available():
-        cuda = state["torch_cuda"]
-        torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, list) else cuda)  # a list: older checkpoints
-    if "torch_mps" in state and torch.backends.mps.is_available():
-        torch.mps.set_rng_state(state["torch_mps"])

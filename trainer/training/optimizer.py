@@ -1,11 +1,6 @@
-"""AdamW with the usual decay groups, and the learning-rate schedule.
-
-The schedule is a pure function of the step, so resuming needs no scheduler state.
-"""
+"""AdamW with the usual decay groups (the learning rate per step is lr_schedule.py's)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn as nn
@@ -45,26 +40,3 @@ def create_optimizer(adapter, config: TrainingConfig, device: torch.device) -> t
         betas=(config.beta1, config.beta2),
         fused=device.type in ("cpu", "cuda"),
     )
-
-
-def lr_at(step: int, config: TrainingConfig) -> float:
-    """Learning rate for optimizer step ``step`` (0-based).
-
-    Linear warmup over ``warmup_steps``, then constant or cosine decay to
-    ``min_lr_ratio * learning_rate`` at ``lr_decay_steps`` (default: max_steps), flat after.
-    """
-    peak = config.learning_rate
-    if step < config.warmup_steps:
-        return peak * (step + 1) / config.warmup_steps
-    if config.lr_schedule == "constant":
-        return peak
-    floor = peak * config.min_lr_ratio
-    decay_steps = config.lr_decay_steps or config.max_steps
-    span = max(1, decay_steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * progress))
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr

@@ -1,0 +1,22 @@
+"""The checkpoint directory format, by name: what a checkpoint directory holds.
+
+A checkpoint is ``checkpoints/step-<8 digits>/`` holding the weights (safetensors), the
+tokenizer, ``optimizer.pt`` and ``rng_state.pt`` (tensors and plain containers only, loaded
+with ``weights_only=True``), ``trainer_state.json`` and, written last, ``manifest.json``
+with the sha256 of every other file. It is assembled in a hidden sibling directory, fsynced
+and renamed into place, so a directory named step-* is complete or absent, and one whose
+manifest does not verify is never loaded.
+"""
+
+from __future__ import annotations
+
+import re
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TRAINER_STATE = "trainer_state.json"
+STEP_DIR_PATTERN = re.compile(r"^step-(\d{8})$")
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"

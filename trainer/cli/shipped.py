@@ -1,0 +1,44 @@
+"""Where the files that ship with lmrunner are: conf/ (the Hydra groups) and configs/ (examples).
+
+In a source checkout (and an editable install) they are the top-level conf/ and configs/
+folders beside trainer/. A wheel carries the same files as package data, trainer/_conf and
+trainer/_configs (pyproject.toml maps them), so an installed ``lmrunner`` finds them from any
+directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_TRAINER_DIR = Path(__file__).resolve().parent.parent
+
+
+def _shipped(name: str) -> Path:
+    checkout = _TRAINER_DIR.parent / name
+    return checkout if checkout.is_dir() else _TRAINER_DIR / f"_{name}"
+
+
+def conf_dir() -> Path:
+    return _shipped("conf")
+
+
+def configs_dir() -> Path:
+    return _shipped("configs")
+
+
+def example_configs() -> list[str]:
+    return sorted(p.stem for p in configs_dir().glob("*.yaml"))
+
+
+def find_config_file(given: str) -> str:
+    """The file ``--config`` names: the path as given when it exists; otherwise, when it names
+    a shipped example (``small-model``, ``small-model.yaml`` or ``configs/small-model.yaml``),
+    that example, so the README's commands work from any directory. Anything else is returned
+    unchanged, for the config reader to report as not found."""
+    if Path(given).exists():
+        return given
+    name = Path(given).name
+    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    plain_name = Path(given).parent in (Path("."), Path("configs"))
+    shipped = configs_dir() / f"{stem}.yaml"
+    return str(shipped) if plain_name and shipped.is_file() else given

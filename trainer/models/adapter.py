@@ -1,0 +1,62 @@
+"""Model adapters: what the Trainer needs from a model, whatever its architecture.
+
+The Trainer never touches a model directly. An adapter owns the loss convention, generation,
+which parameters train, and how the model and its tokenizer are saved and loaded:
+
+- ``CustomTransformerAdapter`` (custom_adapter.py): lmrunner's character-level Transformer,
+  new from the config or loaded from a checkpoint or registry directory.
+- ``HFCausalLMAdapter`` (hf_adapter.py): any Hugging Face causal LM that needs no remote code
+  (Qwen, Llama, Mistral, GPT-2, ...), saved in the ``save_pretrained`` layout so transformers
+  loads a checkpoint directly.
+
+Both are fed the same batches: ``inputs`` and ``targets`` are windows of one token stream,
+``targets`` already shifted by one position. ``load_adapter`` (loading.py) picks the adapter
+for a saved model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn as nn
+
+CUSTOM_ARCHITECTURE = "custom-transformer"
+
+
+class ModelAdapter(Protocol):
+    architecture_type: str
+    model: nn.Module  # the model itself: saved, described, sampled from
+    train_module: nn.Module  # what ``loss`` runs through: ``model``, or DistributedDataParallel around it
+    tokenizer: Any  # CharTokenizer or HFTokenizer: encode, decode, vocab_size, identifier
+    max_positions: int  # the longest window the model can take
+
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross entropy; ``targets`` are already the next tokens."""
+
+    def generate(
+        self, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: float, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Prompt plus sampled continuation (1-D ids), drawing only from ``generator``."""
+
+    def trainable_parameters(self) -> list[nn.Parameter]: ...
+
+    def save(self, directory: Path, lineage: dict[str, Any]) -> None:
+        """Weights, tokenizer and architecture into ``directory``, loadable by ``load_adapter``."""
+
+    def describe(self) -> dict[str, Any]:
+        """The architecture, for run metadata."""
+
+    def overridden_settings(self, config: Any) -> list[str]:
+        """Architecture settings of ``config`` that this model's own architecture overrides."""
+
+
+def settings_overridden(config: Any, own: dict[str, Any]) -> list[str]:
+    """``key=value (the model has X)`` for each architecture setting of ``config`` that the
+    model's own value (``own``; None: the model has no such setting) overrides."""
+    return [
+        f"{key}={getattr(config, key)!r} (the model has {value!r})"
+        for key, value in own.items()
+        if value is not None and getattr(config, key) != value
+    ]

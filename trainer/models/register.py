@@ -1,0 +1,46 @@
+"""Registering a training checkpoint as a registry model: the other direction of models/source.py.
+
+The registry (registry/) knows nothing of checkpoints; this module reads one (verified against
+its manifest), picks the files a model needs and hands them to the registry's staged commit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from registry.hub import commit_staged, count_parameters, staging
+from registry.store import ModelEntry, Registry, validate_name
+from trainer.checkpoint.find import resolve_resume_path
+from trainer.checkpoint.layout import MANIFEST
+from trainer.checkpoint.verify import verify_checkpoint
+from trainer.models.adapter import CUSTOM_ARCHITECTURE
+
+
+def register_checkpoint(registry: Registry, checkpoint: Path, name: str, force: bool = False) -> ModelEntry:
+    """A training checkpoint (or a run directory's latest) as a new registry model, source
+    finetune, with its lineage. The optimizer and RNG state stay behind, and so does the
+    checkpoint's manifest, which lists them; the registry keeps its own hashes."""
+    validate_name(name)
+    registry.refuse_taken(name, force)
+    checkpoint = resolve_resume_path(checkpoint)
+    state = verify_checkpoint(checkpoint)
+    lineage = state.get("lineage", {})
+    left_out = {MANIFEST, "optimizer.pt", "rng_state.pt"}
+    files = [p for p in sorted(checkpoint.iterdir()) if p.is_file() and p.name not in left_out]
+    with staging(registry, name, files) as staged:
+        entry = ModelEntry(
+            name=name,
+            source="finetune",
+            architecture_type=lineage.get("architecture_type", CUSTOM_ARCHITECTURE),
+            model_type=lineage.get("model_type"),
+            model_id=lineage.get("model_id"),
+            local_path=name,
+            num_parameters=count_parameters(staged),
+            tokenizer=state.get("tokenizer"),
+            fine_tuned_from=lineage.get("fine_tuned_from"),
+            source_path=str(checkpoint.resolve()),
+            run_id=state.get("run_id"),
+            step=state.get("step"),
+            config_hash=state.get("config_hash"),
+        )
+        return commit_staged(registry, entry, staged, force)

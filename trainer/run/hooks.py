@@ -1,0 +1,26 @@
+"""The hooks a run gets: the console, events.jsonl, evaluation, sampling and checkpoints."""
+
+from __future__ import annotations
+
+from trainer.run.console import ConsoleHook
+from trainer.run.events import EventLog, EventLogHook
+from trainer.training.hooks import CheckpointHook, EvalHook, Hook, SamplingHook
+
+
+def default_hooks(trainer_config, events: EventLog | None, start_step: int, console: bool = True) -> list[Hook]:
+    """The standard hook list for a run; eval and sampling only when their cadence is set.
+
+    ``events`` None: a DDP rank other than 0, which keeps only the hooks every rank must run
+    together (evaluation and checkpoints are collective) and reports to no one.
+    """
+    hooks: list[Hook] = []
+    if console:
+        hooks.append(ConsoleHook(trainer_config.max_steps, start_step))
+    if events is not None:
+        hooks.append(EventLogHook(events))
+    if trainer_config.eval_cadence:
+        hooks.append(EvalHook(trainer_config.eval_cadence))
+    if trainer_config.sampling_cadence and events is not None:
+        hooks.append(SamplingHook(trainer_config.sampling_cadence))
+    hooks.append(CheckpointHook(trainer_config.checkpoint_cadence))
+    return hooks
