@@ -41,3 +41,11 @@ def test_readme_names_the_example_configs():
     for name in ("default", "small-model", "large-model", "fast-training", "detailed-eval"):
         assert f"configs/{name}.yaml" in README
     assert "configs/README.md" in README
+
+
+def test_exit_code_table_is_the_code_table():
+    from trainer.errors import ExitCode
+
+    table = README[README.index("| code | meaning |") :].split("\n\n")[0]
+    rows = re.findall(r"^\| (\d+) \| (.+) \|$", table, re.MULTILINE)
+    assert rows == [(str(int(code)), code.meaning) for code in ExitCode]
