@@ -79,7 +79,7 @@ def test_joblib_launcher_runs_the_sweep(tmp_path, corpus_file):
         (["model=qwen-base", "max_steps=500"], "'qwen-0.5b-base' is not in the registry"),
         (["d_model=100", "n_heads=3"], "must be divisible by n_heads"),
         (["resume=no/such/run"], "not found"),
-        (["n_layers=2,4"], "cannot compose the config"),  # a sweep without -m
+        (["n_layers=2,4"], "n_layers=2,4 is a sweep (one job per value), which needs -m"),
         (["seed=99999999999999999999"], "seed="),
     ],
 )

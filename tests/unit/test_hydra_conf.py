@@ -9,8 +9,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO
-from trainer.cli.hydra_app import check_overrides, group_options, register, requested_layer
-from trainer.cli.shipped import conf_dir
+from trainer.cli.hydra_app import check_overrides, register, requested_layer
+from trainer.cli.shipped import conf_dir, group_options
 from trainer.config.compose import compose_config
 from trainer.config.parse import yaml_layer
 from trainer.config.schema import TrainingConfig
@@ -109,7 +109,7 @@ def test_configs_mirror_their_group_combination(mirror, overrides):
 )
 def test_check_overrides_refuses_with_a_suggestion(overrides, message):
     with pytest.raises(ConfigError) as info:
-        check_overrides(overrides)
+        check_overrides(overrides, multirun=True)
     assert message in str(info.value) and info.value.exit_code == 2
 
 
@@ -122,7 +122,8 @@ def test_check_overrides_accepts_sweeps_groups_and_hydra_settings():
             "hydra.run.dir=x",
             "learning_rate=3e-4",
             "eval_cadence=null",
-        ]
+        ],
+        multirun=True,
     )
     with pytest.raises(UsageError):
         check_overrides(["n_layers=[1,"])

@@ -12,7 +12,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.cli.shipped import conf_dir
+from trainer.cli.arguments import usage_error
+from trainer.cli.help import program_name
+from trainer.cli.plain import PLAIN_FLAGS
+from trainer.cli.shipped import GROUPS, conf_dir, group_options
 from trainer.config.compose import ConfigLayer, merge_layers
 from trainer.config.schema import FIELD_NAMES, TrainingConfig
 from trainer.errors import ConfigError, TrainingInterrupted, UsageError, did_you_mean
@@ -22,26 +25,39 @@ from trainer.training.distributed import current, init_from_env, on_main
 if TYPE_CHECKING:  # importing trainer.resume pulls in torch, which --help must not
     from trainer.run.resume_plan import ResumePlan
 
-GROUPS = ("model", "training")
 
-
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
-
-
-def check_overrides(overrides: list[str]) -> None:
-    """Refuse unknown keys, unknown group options and wrong types before Hydra starts."""
+def check_overrides(overrides: list[str], multirun: bool = False) -> None:
+    """Refuse unknown keys, unknown group options, wrong types, a sweep without -m and a
+    deleted key before Hydra starts, each with one line that says what to write instead."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as err:
-        raise UsageError(f"cannot read overrides: {str(err).splitlines()[0]}") from err
-    for override in parsed:
+    parser = OverridesParser.create()
+    for text in overrides:
+        try:
+            (override,) = parser.parse_overrides([text])
+        except HydraException as err:
+            raise UsageError(
+                f"cannot read override {text!r}: {str(err).splitlines()[0]}",
+                hint="write key=value (quote a value with spaces or symbols: key='a value'); see --help",
+            ) from err
         key = override.key_or_group
-        if key.startswith("hydra") or override.is_delete():
+        if key.startswith("hydra"):
             continue  # Hydra's own settings: Hydra checks them
+        if override.is_delete():
+            raise ConfigError(
+                f"{text} would delete '{key}', but every key of the schema (and group) must have a value",
+                key=key,
+                source="command line",
+                hint=f"set it instead, e.g. {key}=null where null is allowed (seed=null draws a seed)",
+            )
+        if override.is_sweep_override() and not multirun:
+            raise ConfigError(
+                f"{text} is a sweep (one job per value), which needs -m",
+                key=key,
+                source="command line",
+                hint=f"add -m: {program_name()} -m {' '.join(overrides)}",
+            )
         values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
         if key in GROUPS:
             options = group_options(key)
@@ -129,10 +145,24 @@ def run_hydra(argv: list[str]) -> int:
 
     from trainer.cli.sweep import failed_jobs
 
-    args = get_args_parser().parse_args(argv)
+    argv = quote_non_ascii(argv)
+    parser = get_args_parser()
+    parser.prog = program_name()
+
+    def one_line_error(message: str):  # argparse would print Hydra's usage block and exit 2
+        raise usage_error(parser, message, also_known=PLAIN_FLAGS)
+
+    parser.error = one_line_error
+    args = parser.parse_args(argv)
     overrides = list(args.overrides)
-    check_overrides(overrides)
+    check_overrides(overrides, multirun=args.multirun)
     register()
+    prints = [flag for flag, given in (("--cfg", args.cfg), ("--info", args.info)) if given]
+    if args.multirun and prints:
+        raise UsageError(
+            f"-m runs a sweep and {prints[0]} prints a config without running anything: give one of them",
+            hint=f"drop -m to print the config (with one value for each swept key), or drop {prints[0]} to run the sweep",
+        )
     runs_jobs = not (args.cfg or args.info or args.help or args.hydra_help or args.shell_completion)
     sweep_dir = None
     if runs_jobs and not args.multirun:
@@ -232,3 +262,15 @@ def _sets(overrides: list[str], key: str) -> bool:
 def _is_hydra_override(override: str) -> bool:
     """Hydra's own settings (hydra.run.dir=..., hydra/launcher=...), as opposed to the run's."""
     return override.lstrip("+~").startswith("hydra")
+
+
+def quote_non_ascii(argv: list[str]) -> list[str]:
+    """Hydra's override grammar takes non-ASCII text only in quotes: ``sampling_prompt=Ж``
+    becomes ``sampling_prompt='Ж'`` (each value of a sweep quoted on its own)."""
+    quoted = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and not arg.startswith("-") and not value.isascii() and not any(c in value for c in "'\"[]{}()"):
+            arg = f"{key}=" + ",".join(f"'{part}'" for part in value.split(","))
+        quoted.append(arg)
+    return quoted

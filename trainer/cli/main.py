@@ -15,8 +15,10 @@ import sys
 
 from trainer.cli.console import init_distributed, setup_console_logging
 from trainer.cli.errors import report_error
+from trainer.cli.help import program_name
 from trainer.cli.plain import PLAIN_FLAGS, run_plain
 from trainer.cli.registry_commands import SUBCOMMANDS
+from trainer.errors import UsageError, did_you_mean
 
 
 def route(argv: list[str]) -> int:
@@ -25,8 +27,7 @@ def route(argv: list[str]) -> int:
     it never sees it)."""
     if argv in (["-h"], ["--help"]):
         from trainer.cli.help import overview
-        from trainer.cli.hydra_app import group_options
-        from trainer.cli.shipped import example_configs
+        from trainer.cli.shipped import example_configs, group_options
 
         print(overview(group_options("model"), group_options("training"), example_configs()))
         return 0
@@ -34,12 +35,23 @@ def route(argv: list[str]) -> int:
         from trainer.cli.registry_commands import main as registry_main
 
         return registry_main(argv)
+    if argv and _looks_like_a_command(argv[0]):
+        raise UsageError(
+            f"unknown command '{argv[0]}'{did_you_mean(argv[0], SUBCOMMANDS)}",
+            hint=f"the commands are {', '.join(SUBCOMMANDS)}; to train, give no command: "
+            f"{program_name()} [GROUP=OPTION ...] [key=value ...] (see --help)",
+        )
     if any(arg.split("=", 1)[0] in PLAIN_FLAGS for arg in argv):
         return run_plain(argv)
     from trainer.cli.hydra_app import run_hydra
 
     init_distributed()
     return run_hydra(argv)
+
+
+def _looks_like_a_command(word: str) -> bool:
+    """A bare word: not an option, not an override (key=value, +key=value, ~key)."""
+    return not word.startswith(("-", "+", "~")) and "=" not in word
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,9 +11,11 @@ import argparse
 import logging
 from pathlib import Path
 
+from trainer.cli.arguments import OneLineArgumentParser
 from trainer.cli.console import init_distributed
 from trainer.cli.help import plain_door_epilog, program_name
-from trainer.cli.shipped import find_config_file
+from trainer.cli.shipped import GROUPS, find_config_file, group_of_config, mirror_config
+from trainer.errors import UsageError
 
 # Any of these on the command line selects this door (Hydra's parser would reject --config).
 PLAIN_FLAGS = ("--config", "--max-steps", "--data", "--resume", "--branch", "--print-config", "--help-config")
@@ -22,13 +24,14 @@ OUTPUTS_DIR = Path("outputs")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog=program_name(),
         description="Train a character-level Transformer or fine-tune a registry model; "
         "each run gets its own outputs/<date>/<time>/ directory.",
         epilog=plain_door_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.help_option = "--help-config"
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -94,12 +97,13 @@ def run_plain(argv: list[str]) -> int:
     if "--help-config" in argv:
         build_parser().print_help()
         return 0
+    refuse_hydra_syntax(argv)
     args = build_parser().parse_intermixed_args(argv)
     init_distributed()
     layers = config_layers(args)
     if args.print_config:
         config, _ = plan_run(layers)
-        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), end="")
         return 0
     result = start_run(layers, lambda: create_run_dir(OUTPUTS_DIR), overrides=override_strings(args))
     logging.getLogger("lmrunner").info(
@@ -109,3 +113,45 @@ def run_plain(argv: list[str]) -> int:
         result.run_dir,
     )
     return 0
+
+
+def refuse_hydra_syntax(argv: list[str]) -> None:
+    """A command that mixes the doors (a group or -m beside --config/--data/...) gets one line
+    that spells it for the Hydra door, instead of "unknown key 'training'"."""
+    multirun = any(arg in ("-m", "--multirun") for arg in argv)
+    groups = [arg for arg in argv if arg.split("=", 1)[0] in GROUPS]
+    if not (multirun or groups):
+        return
+    hint = f"for the Hydra door write: {program_name()} {' '.join(_as_hydra_command(argv))}"
+    if multirun:
+        message = "sweeps (-m) belong to the Hydra door, which takes key=value overrides, not --config/--data/... flags"
+    else:
+        message = (
+            f"{groups[0]} is a Hydra config group, which the plain --config door does not take; a command uses one door"
+        )
+        mirror = mirror_config(groups[0])
+        if mirror:
+            hint += f"; or keep the flags and use --config {mirror} (the same settings as {groups[0]})"
+    raise UsageError(message, hint=hint)
+
+
+_FLAG_KEYS = {"--data": "data_path", "--max-steps": "max_steps", "--resume": "resume", "--branch": "branch"}
+
+
+def _as_hydra_command(argv: list[str]) -> list[str]:
+    """The plain door's flags rewritten as the Hydra door's overrides and options."""
+    words, rest = [], list(argv)
+    while rest:
+        flag, has_value, value = rest.pop(0).partition("=")
+        if flag not in PLAIN_FLAGS:
+            words.append(f"{flag}={value}" if has_value else flag)
+            continue
+        if not has_value and flag not in ("--print-config", "--help-config"):
+            value = rest.pop(0) if rest else ""
+        if flag in _FLAG_KEYS:
+            words.append(f"{_FLAG_KEYS[flag]}={value}")
+        elif flag == "--config":
+            words.append(group_of_config(value) or f"(the settings of {value} as key=value)")
+        elif flag == "--print-config":
+            words.append("--cfg job")
+    return words

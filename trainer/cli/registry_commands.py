@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from registry.store import Registry, default_root
+from trainer.cli.arguments import OneLineArgumentParser
 from trainer.cli.help import program_name
 from trainer.errors import ExitCode, RegistryError, UsageError
 
@@ -20,7 +21,7 @@ SUBCOMMANDS = ("import-model", "list-models", "model-info", "delete-model", "val
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=program_name(), description="The local model registry.")
+    parser = OneLineArgumentParser(prog=program_name(), description="The local model registry.")
     root = argparse.ArgumentParser(add_help=False)
     root.add_argument(
         "--registry-dir", type=Path, default=None, help="registry root (default: $LMRUNNER_HOME, else ./models)"

@@ -8,8 +8,11 @@ directory.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+# The Hydra config groups (folders of conf/ whose options are chosen as GROUP=OPTION).
+GROUPS = ("model", "training")
 _TRAINER_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -42,3 +45,33 @@ def find_config_file(given: str) -> str:
     plain_name = Path(given).parent in (Path("."), Path("configs"))
     shipped = configs_dir() / f"{stem}.yaml"
     return str(shipped) if plain_name and shipped.is_file() else given
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+# An example's first line names the group choice it mirrors: "(the same as: python main.py training=fast)".
+_MIRRORS = re.compile(r"\(the same as: python main\.py (\w+=[\w-]+)\)")
+
+
+def _mirrors() -> dict[str, str]:
+    """example config name -> the group choice with the same settings (tests keep them equal)."""
+    found = {}
+    for path in sorted(configs_dir().glob("*.yaml")):
+        with path.open(encoding="utf-8") as handle:
+            match = _MIRRORS.search(handle.readline())
+        if match:
+            found[path.stem] = match.group(1)
+    return found
+
+
+def mirror_config(group_choice: str) -> str | None:
+    """The example config with the settings of ``group_choice`` (training=fast -> fast-training)."""
+    return next((name for name, choice in _mirrors().items() if choice == group_choice), None)
+
+
+def group_of_config(config: str) -> str | None:
+    """The group choice an example config mirrors (fast-training or its path -> training=fast)."""
+    name = Path(config).name
+    return _mirrors().get(name[: -len(".yaml")] if name.endswith(".yaml") else name)

@@ -13,7 +13,7 @@ from typing import Any
 
 from trainer.checkpoint.find import latest_valid_checkpoint, resolve_resume_path
 from trainer.checkpoint.verify import verify_checkpoint
-from trainer.config.compose import ConfigLayer, compose_config
+from trainer.config.compose import ConfigLayer, compose_config, merge_layers
 from trainer.config.schema import RESUMABLE_KEYS, TrainingConfig
 from trainer.errors import ConfigError
 from trainer.run.rundir import run_dir_of
@@ -41,17 +41,31 @@ def plan_resume(resume: str, user_layers: list[ConfigLayer]) -> ResumePlan:
         for key, value in layer.values.items():
             if key in _RESOLVED_AT_START and value is None:
                 continue
-            if key in saved and key not in RESUMABLE_KEYS and value != saved[key]:
+            if key in saved and key not in RESUMABLE_KEYS and _typed(key, value, layer) != saved[key]:
                 raise ConfigError(
                     f"cannot change {key} when resuming: the checkpoint has {saved[key]!r}, this run asks for {value!r}",
                     key=key,
                     source=layer.where(key),
-                    hint="drop the change to continue the run, or start a new run without --resume",
+                    hint=f"drop the change to continue the run exactly, or branch from the checkpoint with the "
+                    f"change: --resume {checkpoint} --branch NEW_NAME {key}=...",
                 )
             kept[key] = value
         layers.append(ConfigLayer(layer.source, kept, layer.lines))
     config = compose_config(layers)
+    if state["step"] >= config.max_steps:
+        raise ConfigError(
+            f"nothing to resume: the run reached step {state['step']} and its max_steps is {config.max_steps}",
+            key="max_steps",
+            hint=f"to train further, give a larger total: --resume {resume} --max-steps N (or max_steps=N), "
+            f"N > {state['step']}",
+        )
     return ResumePlan(checkpoint, state, config, _continuable_run_dir(checkpoint))
+
+
+def _typed(key: str, value: Any, layer: ConfigLayer) -> Any:
+    """``value`` as the schema's type for ``key`` ("1e-3" from a command line is 0.001), so a
+    resume compares numbers with numbers, not text with numbers."""
+    return merge_layers([ConfigLayer(layer.source, {key: value}, layer.lines)])[key]
 
 
 def _continuable_run_dir(checkpoint: Path) -> Path | None:

@@ -40,12 +40,16 @@ def write_composed_config(run_dir: Path, composed: dict[str, Any], overrides: li
     """What the user asked for, before anything was resolved (Hydra's .hydra/ layout)."""
     hydra_dir = run_dir / ".hydra"
     hydra_dir.mkdir(exist_ok=True)
-    (hydra_dir / "config.yaml").write_text(yaml.safe_dump(composed, sort_keys=False), encoding="utf-8")
-    (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(overrides), encoding="utf-8")
+    (hydra_dir / "config.yaml").write_text(
+        yaml.safe_dump(composed, sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
+    (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(overrides, allow_unicode=True), encoding="utf-8")
 
 
 def write_resolved_config(run_dir: Path, resolved: dict[str, Any]) -> None:
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
 
 
 def run_dir_of(checkpoint: Path) -> Path | None:
