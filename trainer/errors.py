@@ -52,6 +52,10 @@ class LmrunnerError(Exception):
         self.message = message
         self.hint = hint
 
+    def line(self) -> str:
+        """The one line a user reads: what went wrong; what to do next."""
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
 
 class ConfigError(LmrunnerError):
     """A configuration value, key or file is wrong (exit 2).
@@ -122,17 +126,24 @@ class CheckpointError(LmrunnerError):
 
 
 class NonFiniteLossError(LmrunnerError):
-    """The loss became NaN or infinite (exit 4); no checkpoint is written for that step."""
+    """The loss became NaN or infinite (exit 4); no checkpoint is written for that step.
+
+    Resuming would repeat the same steps exactly, and the settings that would change that
+    cannot change on resume; so the hint names what works: a new branch from the last good
+    checkpoint with a gentler setting, or a new run."""
 
     exit_code = ExitCode.NON_FINITE
 
-    def __init__(self, step: int, loss: float):
-        super().__init__(
-            f"loss became {loss} at step {step}; stopped without saving that step",
-            hint="lower learning_rate, raise warmup_steps or keep grad_clip on, then resume from the last checkpoint",
-        )
+    def __init__(self, step: int, loss: float, last_checkpoint: str | None = None):
+        settings = "learning_rate=<lower> (or warmup_steps=<more>, grad_clip=1.0)"
+        if last_checkpoint:
+            hint = f"branch from the last good checkpoint with a gentler setting: --resume {last_checkpoint} --branch NEW_NAME {settings}, or start a new run with one"
+        else:
+            hint = f"start a new run with {settings}"
+        super().__init__(f"loss became {loss} at step {step}; stopped without saving that step", hint=hint)
         self.step = step
         self.loss = loss
+        self.last_checkpoint = last_checkpoint
 
 
 class TrainingInterrupted(LmrunnerError):
@@ -147,6 +158,19 @@ class TrainingInterrupted(LmrunnerError):
         self.exit_code = ExitCode.SIGINT if signal_name == "SIGINT" else ExitCode.SIGTERM
         self.step = step
         self.checkpoint = checkpoint
+
+
+class StopSignal(KeyboardInterrupt):
+    """SIGTERM, SIGUSR1 or SIGUSR2 before training started or after it ended, when there is
+    nothing to save: raised like Ctrl-C's KeyboardInterrupt (so no ``except Exception`` can
+    swallow it) and reported with exit 143. During training the Trainer takes these signals
+    over and saves a checkpoint first (TrainingInterrupted)."""
+
+    exit_code = ExitCode.SIGTERM
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

@@ -1,9 +1,11 @@
 """main.py end to end, in a subprocess, as a user runs it."""
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -223,3 +225,41 @@ def test_signal_saves_checkpoint_and_exits(tmp_path, corpus_file, sig, code):
     assert verify_checkpoint(tmp_path / saved["path"])["step"] == saved["step"]
     resumed = run_main("--resume", str(run_dir), "--max-steps", str(saved["step"] + 2), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
+
+
+@pytest.mark.parametrize(
+    "sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGUSR1, 143), (signal.SIGUSR2, 143)]
+)
+def test_a_signal_during_start_up_is_one_line_and_its_exit_code(tmp_path, sig, code):
+    """The built-in corpus's cache file is a named pipe: the run blocks reading it while the run
+    is planned, after torch is imported and before any run directory exists; the signal
+    arrives there."""
+    from trainer.data.builtin_corpus import cache_path
+
+    env = {"LMRUNNER_CACHE": str(tmp_path / "cache")}
+    fifo = cache_path(Path(env["LMRUNNER_CACHE"]))
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        [sys.executable, str(MAIN), "max_steps=1"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    deadline = time.time() + 60
+    while True:  # opening the write end succeeds once the run has opened the read end
+        try:
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            assert time.time() < deadline and process.poll() is None, "the run never opened its data"
+            time.sleep(0.05)
+    try:
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert process.returncode == code and len(lines) == 1 and lines[0].startswith("error: interrupted"), stderr
+    assert not (tmp_path / "outputs").exists()

@@ -164,8 +164,60 @@ def test_ctrl_c_stops_the_whole_sweep(tmp_path, corpus_file):
     assert line["status"] == "interrupted" and line["exit_code"] == 130
 
 
-@pytest.mark.parametrize("args", [["data_path=missing.txt"], ["--data", "missing.txt"]])
-def test_a_missing_data_file_exits_3_before_any_run_directory(tmp_path, args):
+DATA_PROBLEMS = {
+    "missing.txt": (None, "data file not found"),
+    "empty.txt": (b"  \n", "data file is empty"),
+    "binary.txt": (bytes(range(256)) * 4, "is not UTF-8 text (invalid byte at offset 128)"),
+    "latin1.txt": ("caf\xe9 ".encode("latin-1") * 100, "is not UTF-8 text (invalid byte at offset 3)"),
+    "short.txt": (b"far too short", "too short: the training split has 12 tokens"),
+}
+
+
+@pytest.mark.parametrize("door", ["hydra", "plain"])
+@pytest.mark.parametrize("name", sorted(DATA_PROBLEMS))
+def test_bad_data_exits_3_before_any_run_directory(tmp_path, door, name):
+    content, message = DATA_PROBLEMS[name]
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    args = [f"data_path={name}"] if door == "hydra" else ["--data", name]
     result = run_main(*args, cwd=tmp_path)
-    assert result.returncode == 3 and "missing.txt: data file not found" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 3 and lines == [lines[0]] and f"{name}: {message}" in lines[0], result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_run_directory_that_holds_a_run_is_refused(tmp_path, corpus_file):
+    args = [*TINY, "max_steps=2", f"data_path={corpus_file}", "hydra.run.dir=mine"]
+    assert run_main(*args, cwd=tmp_path).returncode == 0
+    before = sorted(p.name for p in (tmp_path / "mine").rglob("*"))
+    result = run_main(*args, cwd=tmp_path)
+    assert result.returncode == 2 and "mine already holds a run" in result.stderr and "resume=mine" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "mine").rglob("*")) == before  # .hydra/ untouched too
+
+
+def test_a_sweep_directory_that_holds_a_sweep_is_refused(tmp_path, corpus_file):
+    args = ["-m", *TINY, "max_steps=1", f"data_path={corpus_file}", "hydra.sweep.dir=sweep", "seed=1,2"]
+    assert run_main(*args, cwd=tmp_path).returncode == 0
+    result = run_main(*args, cwd=tmp_path)
+    assert result.returncode == 2 and "already holds a sweep" in result.stderr
+
+
+@pytest.mark.parametrize("door", ["hydra", "plain"])
+def test_both_doors_close_with_the_same_lines_on_the_console_and_in_train_log(tmp_path, corpus_file, door):
+    args = [*TINY, "max_steps=2"] + ([f"data_path={corpus_file}"] if door == "hydra" else ["--data", str(corpus_file)])
+    result = run_main(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    done = f"done: 2 steps, final loss {step_losses(run_dir)[2]:.4f}, run directory {run_dir.relative_to(tmp_path)}"
+    assert result.stderr.splitlines()[-1] == done
+    assert (run_dir / "train.log").read_text().splitlines()[-1].endswith(done)
+
+
+def test_train_log_ends_with_the_error_of_a_run_that_failed(tmp_path, corpus_file):
+    args = [*TINY, f"data_path={corpus_file}", "learning_rate=1e30", "warmup_steps=0", "grad_clip=null", "max_steps=20"]
+    result = run_main(*args, cwd=tmp_path)
+    assert result.returncode == 4
+    (run_dir,) = run_dirs(tmp_path)
+    error_line = result.stderr.splitlines()[-1]
+    assert error_line.startswith("error: loss became")
+    assert (run_dir / "train.log").read_text().splitlines()[-1].endswith(error_line)

@@ -9,7 +9,7 @@ from registry.hub import import_model
 from registry.store import Registry
 from tests.conftest import read_events, step_losses, tiny_config
 from trainer.config.compose import ConfigLayer
-from trainer.errors import ConfigError, ModelNotFoundError, UsageError
+from trainer.errors import ConfigError, DataError, ModelNotFoundError, UsageError
 from trainer.models.hf_adapter import HFCausalLMAdapter
 from trainer.models.loading import load_adapter
 from trainer.models.model_card import write_model_card
@@ -221,6 +221,19 @@ def test_a_branch_whose_run_fails_before_saving_is_unregistered(tmp_path, corpus
     with pytest.raises(Exception, match="too short"):
         start_run(layers, lambda: branch_dir.mkdir() or branch_dir, overrides=None, console=False)
     assert "tiny-b" not in registry.entries()  # the same command can be retried
+    assert not branch_dir.exists()  # and no run directory is left behind
+
+
+def test_a_run_that_fails_after_its_directory_exists_leaves_none(tmp_path, corpus_file, registry):
+    """Too short for the model's own tokenizer is known only once the text is tokenized, after
+    the run directory exists: the directory goes again, since nothing was trained in it."""
+    short = tmp_path / "short.txt"
+    short.write_text("a text of a few words, fewer tokens than one window")
+    run_dir = tmp_path / "run"
+    layers = [ConfigLayer("t", {**qwen_config(corpus_file, registry).to_dict(), "data_path": str(short)})]
+    with pytest.raises(DataError, match="too short"):
+        start_run(layers, lambda: run_dir.mkdir() or run_dir, overrides=None, console=False)
+    assert not run_dir.exists()
 
 
 def test_tokenizer_directory_without_tokenizer_files_is_refused(tmp_path, registry):

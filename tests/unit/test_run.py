@@ -11,6 +11,8 @@ from trainer.errors import NonFiniteLossError
 from trainer.models.transformer import Transformer
 from trainer.run.execute import run_training
 from trainer.run.plan import plan_run
+from trainer.run.rundir import create_run_dir
+from trainer.run.start import start_run
 
 
 def run(config, run_dir, resume=None):
@@ -87,6 +89,16 @@ def test_non_finite_loss_stops_without_checkpoint(tmp_path, corpus_file, monkeyp
     tail = read_events(run_dir)[-2:]
     assert tail[0]["event"] == "error" and tail[0]["failed_step"] == 3
     assert tail[1]["event"] == "run_end" and tail[1]["status"] == "failed"
+    # The hint names what works: a branch from the last good checkpoint with a gentler setting.
+    last_good = str(run_dir / "checkpoints" / "step-00000002")
+    assert f"--resume {last_good} --branch NEW_NAME learning_rate=" in info.value.hint
+    monkeypatch.setattr(Transformer, "forward", original)
+    branch = ConfigLayer(
+        "the hint, followed",
+        {"resume": last_good, "branch": "gentler", "learning_rate": 1e-4, "registry_dir": str(tmp_path / "models")},
+    )
+    result = start_run([branch], lambda: create_run_dir(tmp_path / "outputs"), overrides=None, console=False)
+    assert result.status == "completed" and result.steps == 12
 
 
 def test_periodic_and_final_checkpoints_and_pruning(tmp_path, corpus_file):

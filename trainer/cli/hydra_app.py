@@ -16,10 +16,11 @@ from trainer.cli.arguments import usage_error
 from trainer.cli.help import program_name
 from trainer.cli.plain import PLAIN_FLAGS
 from trainer.cli.shipped import GROUPS, conf_dir, group_options
+from trainer.cli.signals import import_torch
 from trainer.config.compose import ConfigLayer, merge_layers
 from trainer.config.schema import FIELD_NAMES, TrainingConfig
 from trainer.errors import ConfigError, TrainingInterrupted, UsageError, did_you_mean
-from trainer.run.rundir import create_run_dir
+from trainer.run.rundir import create_run_dir, refuse_used_run_dir
 from trainer.training.distributed import current, init_from_env, on_main
 
 if TYPE_CHECKING:  # importing trainer.resume pulls in torch, which --help must not
@@ -109,7 +110,7 @@ class HydraJob:
         from trainer.run.start import start_run
 
         hydra_cfg = HydraConfig.get()
-        run_dir = Path(hydra_cfg.runtime.output_dir)
+        run_dir = _as_given(Path(hydra_cfg.runtime.output_dir))
         in_sweep = hydra_cfg.mode.name == "MULTIRUN"
         try:
             init_from_env()  # a submitit job with several tasks: its ranks join here
@@ -164,6 +165,8 @@ def run_hydra(argv: list[str]) -> int:
             hint=f"drop -m to print the config (with one value for each swept key), or drop {prints[0]} to run the sweep",
         )
     runs_jobs = not (args.cfg or args.info or args.help or args.hydra_help or args.shell_completion)
+    if runs_jobs:
+        import_torch()
     sweep_dir = None
     if runs_jobs and not args.multirun:
         plan = _check_single_run(overrides)  # before Hydra makes a run directory for it
@@ -193,13 +196,27 @@ def _sweep_dir(overrides: list[str]) -> Path:
     """The sweep's directory, decided once, so the sweep's summary can be found afterwards: a
     new ``multirun/<date>/<time>[-n]`` (reserved, like a run directory), or the user's
     ``hydra.sweep.dir`` with its ``${now:...}`` patterns resolved."""
+    from trainer.cli.sweep import SUMMARY_FILE
+
     if not _sets(overrides, "hydra.sweep.dir"):
         return create_run_dir(Path("multirun"))
+    sweep_dir = _users_hydra_dir(overrides, "sweep")
+    if (sweep_dir / SUMMARY_FILE).exists():
+        raise ConfigError(
+            f"hydra.sweep.dir={sweep_dir} already holds a sweep (its {SUMMARY_FILE})",
+            key="hydra.sweep.dir",
+            hint="choose a new directory (or leave hydra.sweep.dir out for a new multirun/<date>/<time>/)",
+        )
+    return sweep_dir
+
+
+def _users_hydra_dir(overrides: list[str], kind: str) -> Path:
+    """The user's hydra.run.dir or hydra.sweep.dir, its ``${now:...}`` patterns resolved."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=[o for o in overrides if _is_hydra_override(o)], return_hydra_config=True)
-    return Path(str(cfg.hydra.sweep.dir))
+    return Path(str(cfg.hydra[kind].dir))
 
 
 def _check_single_run(overrides: list[str]) -> ResumePlan | None:
@@ -242,6 +259,7 @@ def _run_dir_overrides(overrides: list[str], plan: ResumePlan | None) -> list[st
     # writes .hydra/ in it.
     extra = [] if current().is_main else ["hydra.output_subdir=null"]
     if _sets(overrides, "hydra.run.dir"):
+        refuse_used_run_dir(_users_hydra_dir(overrides, "run"))  # before Hydra writes .hydra/ into it
         return extra
     return [f"hydra.run.dir={on_main(lambda: create_run_dir(Path('outputs')))}", *extra]
 
@@ -274,3 +292,12 @@ def quote_non_ascii(argv: list[str]) -> list[str]:
             arg = f"{key}=" + ",".join(f"'{part}'" for part in value.split(","))
         quoted.append(arg)
     return quoted
+
+
+def _as_given(path: Path) -> Path:
+    """Hydra's absolute output directory as the plain door names its own: relative to the
+    current directory when it lies below it (outputs/DATE/TIME in every line and event)."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path

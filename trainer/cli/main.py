@@ -18,6 +18,7 @@ from trainer.cli.errors import report_error
 from trainer.cli.help import program_name
 from trainer.cli.plain import PLAIN_FLAGS, run_plain
 from trainer.cli.registry_commands import SUBCOMMANDS
+from trainer.cli.signals import restore_signals, stop_on_signals
 from trainer.errors import UsageError, did_you_mean
 
 
@@ -57,12 +58,22 @@ def _looks_like_a_command(word: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     setup_console_logging()
+    previous = stop_on_signals()
     try:
         return route(argv)
     except (KeyboardInterrupt, Exception) as err:  # formatted once, here: one line, its exit code
         return report_error(err)
     finally:
-        if "torch.distributed" in sys.modules:
-            from trainer.training.distributed import shutdown
+        _leave_process_group()
+        restore_signals(previous)
 
-            shutdown()
+
+def _leave_process_group() -> None:
+    """Under torchrun, leave the group together. A Ctrl-C while torch was still importing
+    leaves a half-initialised torch.distributed behind: nothing to leave then."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not getattr(dist, "is_initialized", lambda: False)():
+        return
+    from trainer.training.distributed import shutdown
+
+    shutdown()

@@ -8,13 +8,13 @@ planned and run by the same code as the Hydra door's (trainer/run/).
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from trainer.cli.arguments import OneLineArgumentParser
 from trainer.cli.console import init_distributed
 from trainer.cli.help import plain_door_epilog, program_name
 from trainer.cli.shipped import GROUPS, find_config_file, group_of_config, mirror_config
+from trainer.cli.signals import import_torch
 from trainer.errors import UsageError
 
 # Any of these on the command line selects this door (Hydra's parser would reject --config).
@@ -88,30 +88,25 @@ def override_strings(args: argparse.Namespace) -> list[str]:
 
 
 def run_plain(argv: list[str]) -> int:
+    if "--help-config" in argv:
+        build_parser().print_help()
+        return 0
+    refuse_hydra_syntax(argv)
+    args = build_parser().parse_intermixed_args(argv)
+    import_torch()  # before the run layer, which imports it
     import yaml
 
     from trainer.run.plan import plan_run
     from trainer.run.rundir import create_run_dir
     from trainer.run.start import start_run
 
-    if "--help-config" in argv:
-        build_parser().print_help()
-        return 0
-    refuse_hydra_syntax(argv)
-    args = build_parser().parse_intermixed_args(argv)
     init_distributed()
     layers = config_layers(args)
     if args.print_config:
         config, _ = plan_run(layers)
         print(yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True), end="")
         return 0
-    result = start_run(layers, lambda: create_run_dir(OUTPUTS_DIR), overrides=override_strings(args))
-    logging.getLogger("lmrunner").info(
-        "done: %d steps, final loss %s, run directory %s",
-        result.steps,
-        f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a",
-        result.run_dir,
-    )
+    start_run(layers, lambda: create_run_dir(OUTPUTS_DIR), overrides=override_strings(args))
     return 0
 
 

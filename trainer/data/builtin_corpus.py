@@ -28,7 +28,7 @@ _SKIPPED_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-p
 
 
 def builtin_corpus() -> str:
-    cache = _cache_path()
+    cache = cache_path()
     try:
         return cache.read_text(encoding="utf-8")
     except OSError:
@@ -76,8 +76,9 @@ def _docstrings(source: Path) -> list[str]:
     return found
 
 
-def _cache_path() -> Path:
-    root = Path(os.environ.get("LMRUNNER_CACHE") or Path.home() / ".cache" / "lmrunner")
+def cache_path(root: Path | None = None) -> Path:
+    """Where this Python's built-in corpus is cached (under ``root``, default $LMRUNNER_CACHE)."""
+    root = root or Path(os.environ.get("LMRUNNER_CACHE") or Path.home() / ".cache" / "lmrunner")
     key = hashlib.sha256(f"{sys.version}|{sysconfig.get_paths()['stdlib']}".encode()).hexdigest()[:16]
     return root / f"builtin-corpus-{key}.txt"
 

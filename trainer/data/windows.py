@@ -19,18 +19,23 @@ from trainer.errors import DataError
 
 def split_corpus(tokens: torch.Tensor, train_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``train_ratio`` of the tokens for training, the rest for validation (views)."""
-    split = int(len(tokens) * train_ratio)
+    split, _ = split_sizes(len(tokens), train_ratio)
     return tokens[:split], tokens[split:]
 
 
-def check_window_fits(train: torch.Tensor, val: torch.Tensor, seq_len: int, source: str) -> None:
+def split_sizes(num_tokens: int, train_ratio: float) -> tuple[int, int]:
+    """How many tokens ``split_corpus`` gives the training and the validation split."""
+    split = int(num_tokens * train_ratio)
+    return split, num_tokens - split
+
+
+def check_window_fits(train_tokens: int, val_tokens: int, seq_len: int, source: str) -> None:
     """Both splits must hold at least one window of seq_len inputs plus the shifted target."""
     need = seq_len + 1
-    for name, part in (("training", train), ("validation", val)):
-        if len(part) < need:
+    for name, size in (("training", train_tokens), ("validation", val_tokens)):
+        if size < need:
             raise DataError(
-                f"too short: the {name} split has {len(part)} tokens, fewer than one window "
-                f"of max_seq_len + 1 = {need}",
+                f"too short: the {name} split has {size} tokens, fewer than one window of max_seq_len + 1 = {need}",
                 path=source,
                 hint="use a longer text, a smaller max_seq_len, or a train_ratio that leaves both splits a window",
             )
@@ -83,5 +88,5 @@ def prepare_data(corpus: Corpus, tokenizer, seq_len: int, train_ratio: float) ->
             "or train a new model",
         ) from err
     train, val = split_corpus(tokens, train_ratio)
-    check_window_fits(train, val, seq_len, corpus.source)
+    check_window_fits(len(train), len(val), seq_len, corpus.source)
     return TrainingData(WindowDataset(train, seq_len), WindowDataset(val, seq_len))

@@ -17,7 +17,7 @@ import torch
 
 from trainer.config.schema import TrainingConfig
 from trainer.data.corpus import load_corpus
-from trainer.errors import NonFiniteLossError, TrainingInterrupted
+from trainer.errors import LmrunnerError, NonFiniteLossError, TrainingInterrupted
 from trainer.models.source import ModelSource, lineage_for, select_model
 from trainer.run.build import new_adapter, new_trainer, restore_trainer
 from trainer.run.events import EventLog, new_run_id
@@ -82,7 +82,7 @@ def run_training(
     start_step = resume.state["step"] if resume else 0
     hooks = default_hooks(config, events, start_step, console=console and ranks.is_main)
     trainer: Trainer | None = None
-    status = "failed"
+    status, closing = "failed", None  # closing: the line train.log ends with when the run did not complete
     try:
         common = dict(
             config=config, corpus=corpus, run=run, device=device, autocast_dtype=precision.autocast_dtype, hooks=hooks
@@ -113,14 +113,16 @@ def run_training(
         log_start(run, metadata, resume, continuing)
         trainer.fit()
         status = "completed"
-    except (TrainingInterrupted, KeyboardInterrupt):  # KeyboardInterrupt: a second Ctrl-C, mid-save
-        status = "interrupted"
+    except (TrainingInterrupted, KeyboardInterrupt) as err:  # KeyboardInterrupt: a second Ctrl-C, mid-save
+        status, closing = "interrupted", _error_line(err)
         raise
     except NonFiniteLossError as err:
+        closing = _error_line(err)
         if trainer:
             trainer.report("error", kind="non_finite_loss", message=str(err), failed_step=err.step)
         raise
     except Exception as err:
+        closing = _error_line(err)
         if trainer:
             trainer.report("error", kind=type(err).__name__, message=str(err))
         raise
@@ -148,9 +150,29 @@ def run_training(
             hook.close()
         if events is not None:
             events.close()
+        _closing_lines(result, closing, file_log)
         log.removeHandler(file_log)
         file_log.close()
     return result
+
+
+def _closing_lines(result: RunResult, closing: str | None, file_log: logging.Handler) -> None:
+    """The same last line from both front doors: "done: ..." on the console and in train.log;
+    for a run that did not complete, its error line in train.log (the CLI prints it on the
+    console once, as every error)."""
+    if result.status == "completed":
+        loss = f"{result.final_loss:.4f}" if result.final_loss is not None else "n/a"
+        log.info("done: %d steps, final loss %s, run directory %s", result.steps, loss, result.run_dir)
+    elif closing is not None:
+        file_log.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "error: %s", (closing,), None))
+
+
+def _error_line(err: BaseException) -> str:
+    if isinstance(err, LmrunnerError):
+        return err.line()
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted; stopped at once"
+    return f"{type(err).__name__}: {err}"
 
 
 def _attach_file_log(path: Path) -> logging.Handler:

@@ -14,7 +14,9 @@ import secrets
 
 from trainer.config.compose import ConfigLayer, compose_config
 from trainer.config.schema import TrainingConfig
+from trainer.data.builtin_corpus import BUILTIN_CORPUS_LABEL
 from trainer.data.corpus import check_data_file
+from trainer.data.windows import check_window_fits, split_sizes
 from trainer.errors import ConfigError, ConfigValueError, UsageError
 from trainer.models.source import check_tokenizer_setting, registry_of, select_model
 from trainer.run.resume_plan import ResumePlan, plan_branch, plan_resume
@@ -43,8 +45,18 @@ def plan_run(layers: list[ConfigLayer]) -> tuple[TrainingConfig, ResumePlan | No
         select_model(config)  # an unknown model or missing files: exit 2 before any directory exists
     check_tokenizer_setting(config)
     check_batch_split(config, current().world_size)
-    check_data_file(config.data_path)
+    check_data(config)
     return config, plan
+
+
+def check_data(config: TrainingConfig) -> None:
+    """Read the data through once; with the character tokenizer (one token per character)
+    the windows can be checked too. A subword tokenizer's count is known only after
+    tokenizing, in the run."""
+    characters = check_data_file(config.data_path)
+    if config.model_name is None and config.tokenizer is None:
+        train, val = split_sizes(characters, config.train_ratio)
+        check_window_fits(train, val, config.max_seq_len, config.data_path or BUILTIN_CORPUS_LABEL)
 
 
 def check_batch_split(config: TrainingConfig, world_size: int) -> None:

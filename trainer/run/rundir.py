@@ -8,11 +8,15 @@ overrides), ``config.yaml`` (the resolved TrainingConfig: seed drawn, schedule f
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from trainer.checkpoint.find import list_checkpoints
+from trainer.errors import ConfigError
 
 
 def create_run_dir(base: Path, now: datetime | None = None) -> Path:
@@ -58,3 +62,36 @@ def run_dir_of(checkpoint: Path) -> Path | None:
     if checkpoint.parent.name == "checkpoints" and (run_dir / "events.jsonl").is_file():
         return run_dir
     return None
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether a run has already used this directory (its event log or checkpoints are there)."""
+    return (run_dir / "events.jsonl").exists() or (run_dir / "checkpoints").exists()
+
+
+def refuse_used_run_dir(run_dir: Path) -> None:
+    """Two runs never share a directory: a second run_start and a mix of checkpoints in one
+    would make --resume pick the wrong one."""
+    if holds_run(run_dir):
+        raise ConfigError(
+            f"{run_dir} already holds a run (its events.jsonl or checkpoints/)",
+            hint=f"continue that run with resume={run_dir} (or --resume {run_dir}), or choose a new directory",
+        )
+
+
+def trained_anything(run_dir: Path) -> bool:
+    """Whether a run in this directory took a step or saved a checkpoint."""
+    if list_checkpoints(run_dir / "checkpoints"):
+        return True
+    try:
+        with (run_dir / "events.jsonl").open(encoding="utf-8") as handle:
+            return any(_event_of(line) == "step" for line in handle)
+    except OSError:
+        return False
+
+
+def _event_of(line: str) -> str | None:
+    try:
+        return json.loads(line).get("event")
+    except (ValueError, AttributeError):  # a torn last line
+        return None

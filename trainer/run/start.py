@@ -7,17 +7,17 @@ for under ``.hydra/`` and calls ``run_training``.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from trainer.checkpoint.find import list_checkpoints
 from trainer.config.compose import ConfigLayer
 from trainer.config.schema import TrainingConfig
 from trainer.models.source import registry_of
 from trainer.run.execute import RunResult, run_training
 from trainer.run.plan import plan_run
-from trainer.run.rundir import write_composed_config
-from trainer.training.distributed import on_main
+from trainer.run.rundir import refuse_used_run_dir, trained_anything, write_composed_config
+from trainer.training.distributed import current, on_main
 
 
 def start_run(
@@ -29,38 +29,44 @@ def start_run(
     """Plan and run. ``overrides`` is the request to record under .hydra/; None when Hydra
     has recorded it already."""
     config, plan = plan_run(layers)
+    if plan is not None and plan.continue_in is not None:
+        # Its .hydra/ keeps the original request; the resume event records this one.
+        return run_training(config, plan.continue_in, resume=plan, console=console)
+    branch = plan is not None and plan.branch is not None
     # Under DDP, rank 0 alone registers, makes the run directory and records the request; the
     # other ranks are told the directory (each deciding its own would split the run in two).
-    if plan is not None and plan.branch is not None:
+    if branch:
         from trainer.models.register import register_checkpoint
 
         on_main(lambda: register_checkpoint(registry_of(config), plan.checkpoint, plan.branch))
-        run_dir = on_main(lambda: _new_dir(new_run_dir, config, overrides))
-        try:
+    run_dir = on_main(lambda: _new_dir(new_run_dir, config, overrides))
+    try:
+        if branch:
             return run_training(config, run_dir, branched_from=plan.checkpoint, console=console)
-        except BaseException:
-            on_main(lambda: _unregister_unused_branch(config, run_dir))
-            raise
-    if plan is not None and plan.continue_in is not None:
-        run_dir = plan.continue_in  # its .hydra/ keeps the original request; the resume event has this one
-    else:
-        run_dir = on_main(lambda: _new_dir(new_run_dir, config, overrides))
-    return run_training(config, run_dir, resume=plan, console=console)
+        return run_training(config, run_dir, resume=plan, console=console)
+    except BaseException:
+        if current().is_main:  # no collective here: the other ranks may be failing too
+            _discard_if_unused(config, run_dir, branch)
+        raise
 
 
-def _unregister_unused_branch(config: TrainingConfig, run_dir: Path) -> None:
-    """A branch whose run failed before saving anything (bad data, a tokenizer that does not
-    load, ...) is taken out of the registry again, so the same command can be retried.
-    Once a checkpoint names it in its lineage, it stays."""
-    if list_checkpoints(run_dir / "checkpoints"):
+def _discard_if_unused(config: TrainingConfig, run_dir: Path, branch: bool) -> None:
+    """A run that failed before its first step (the text too short for the model's tokenizer,
+    a model that does not load, Ctrl-C while loading) leaves nothing behind: its new run
+    directory is removed, and a branch it registered is taken out of the registry again, so
+    the same command can be retried. Once a step has run, the directory is the record of it."""
+    if trained_anything(run_dir):
         return
-    from registry.manage import delete_model
+    if branch:
+        from registry.manage import delete_model
 
-    delete_model(registry_of(config), config.model_name)
+        delete_model(registry_of(config), config.model_name)
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _new_dir(new_run_dir: Callable[[], Path], config: TrainingConfig, overrides: list[str] | None) -> Path:
     run_dir = new_run_dir()
+    refuse_used_run_dir(run_dir)
     if overrides is not None:
         write_composed_config(run_dir, config.to_dict(), overrides)
     return run_dir

@@ -113,7 +113,8 @@ class Trainer:
         if not math.isfinite(mean_loss):
             # Leave the weights as they were before this step: nothing non-finite is saved.
             self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(self.step + 1, mean_loss)
+            last = str(self.last_checkpoint) if self.last_checkpoint is not None else None
+            raise NonFiniteLossError(self.step + 1, mean_loss, last)
         if self.config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
