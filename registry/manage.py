@@ -12,12 +12,12 @@ from filelock import FileLock, Timeout
 from registry.hub import remove_tree
 from registry.store import (
     DELETING_PREFIX,
-    INDEX_FILE,
     LOCK_FILE,
     STAGING_PREFIX,
     ModelEntry,
     Registry,
     inside,
+    is_registry_file,
 )
 from trainer.errors import ModelNotFoundError, RegistryError, UsageError
 from trainer.files import sha256_of
@@ -72,11 +72,7 @@ def validate_registry(registry: Registry, quick: bool = False) -> list[str]:
 def _stray_paths(registry: Registry, known: set[str]) -> list[str]:
     problems = []
     for path in sorted(registry.root.iterdir()):
-        if (
-            path.name in (INDEX_FILE, LOCK_FILE)
-            or path.name.startswith(f".{INDEX_FILE}")
-            or path.name.endswith(".lock")
-        ):
+        if is_registry_file(path.name):
             continue
         if path.name.startswith(STAGING_PREFIX):
             if _abandoned(path):

@@ -45,7 +45,22 @@ def validate_name(name: str) -> str:
             "starting with a letter or digit (no '/', no '..')",
             hint="e.g. --name qwen2.5-0.5b",
         )
+    if is_reserved(name):  # a model directory by that name would take the index's or a lock's place
+        raise UsageError(
+            f"model name {name!r} is kept for the registry's own files ({INDEX_FILE}, locks, temporary files)",
+            hint="choose another --name, e.g. --name my-model",
+        )
     return name
+
+
+def is_registry_file(name: str) -> bool:
+    """The index, its temporary copies and the lock files the registry keeps beside the models."""
+    return name in (INDEX_FILE, LOCK_FILE) or name.startswith(f".{INDEX_FILE}") or name.endswith(".lock")
+
+
+def is_reserved(name: str) -> bool:
+    """Names no model directory may take: the registry's own files and working directories."""
+    return is_registry_file(name) or name.startswith((STAGING_PREFIX, DELETING_PREFIX))
 
 
 @dataclass
@@ -95,7 +110,8 @@ class Registry:
             for name, entry in entries.items():
                 _check_entry_shape(name, entry)
             return entries
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        # RecursionError: json gives up on a deeply nested document; it is as unreadable as any other.
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
             raise RegistryError(
                 f"the registry index {self.index_path} is unreadable ({err}); it was left as it is",
                 hint="restore it from a backup or move it aside; the model directories are untouched",
@@ -151,10 +167,12 @@ class Registry:
 
 def _check_entry_shape(name: str, entry: ModelEntry) -> None:
     """A hand-edited index must not point outside the root or hold the wrong types."""
-    if entry.name != name or not NAME_PATTERN.fullmatch(name):
+    if entry.name != name or not NAME_PATTERN.fullmatch(name) or is_reserved(name):
         raise ValueError(f"entry {name!r} has a bad name")
     if not isinstance(entry.local_path, str) or not NAME_PATTERN.fullmatch(entry.local_path):
         raise ValueError(f"entry {name!r} has local_path {entry.local_path!r}, not a directory name in the root")
+    if is_reserved(entry.local_path):  # deleting or replacing that "model" would take the index or a lock
+        raise ValueError(f"entry {name!r} has local_path {entry.local_path!r}, one of the registry's own files")
     if not isinstance(entry.files, dict) or not all(
         isinstance(f, dict) and isinstance(f.get("sha256"), str) and isinstance(f.get("bytes"), int)
         for f in entry.files.values()

@@ -29,6 +29,14 @@ def test_invalid_names(name):
         validate_name(name)
 
 
+@pytest.mark.parametrize("name", ["registry.json", "registry.lock", "x.lock"])
+def test_names_of_the_registrys_own_files_are_refused(registry, tiny_qwen_dir, name):
+    with pytest.raises(UsageError, match="registry's own files") as info:
+        import_model(registry, str(tiny_qwen_dir), name=name)
+    assert "--name" in info.value.hint
+    assert not registry.root.exists() or validate_registry(registry) == []
+
+
 def test_import_local_records_everything(registry, tiny_qwen_dir):
     entry = import_model(registry, str(tiny_qwen_dir), name="tiny")
     assert (entry.source, entry.architecture_type, entry.model_type) == ("local", "qwen", "qwen2")
@@ -157,15 +165,16 @@ def test_validate_reports_every_problem(registry, tiny_qwen_dir):
     assert "sha256" not in "\n".join(validate_registry(registry, quick=True))
 
 
-def test_corrupt_index_is_reported_and_never_overwritten(registry, tiny_qwen_dir):
+@pytest.mark.parametrize("broken", ["{broken", "[" * 100_000 + "]" * 100_000])  # the second nests too deep
+def test_corrupt_index_is_reported_and_never_overwritten(registry, tiny_qwen_dir, broken):
     registry.root.mkdir(parents=True)
-    registry.index_path.write_text("{broken")
+    registry.index_path.write_text(broken)
     with pytest.raises(RegistryError) as info:
         registry.entries()
     assert info.value.exit_code == 5
     with pytest.raises(RegistryError):
         import_model(registry, str(tiny_qwen_dir), name="x")
-    assert registry.index_path.read_text() == "{broken"
+    assert registry.index_path.read_text() == broken
     assert "unreadable" in validate_registry(registry)[0]
 
 
@@ -210,6 +219,30 @@ def test_hand_edited_local_path_outside_the_root_is_refused(registry, tiny_qwen_
     with pytest.raises(RegistryError, match="local_path"):
         delete_model(registry, "a")
     assert victim.is_dir() and "local_path" in validate_registry(registry)[0]
+
+
+def hand_edit(registry, name, **changes):
+    """Add entry ``name`` to the index as a person editing registry.json would: a copy of
+    the first entry with ``changes``."""
+    index = json.loads(registry.index_path.read_text())
+    first = next(iter(index["entries"].values()))
+    index["entries"][name] = {**first, "name": name, **changes}
+    registry.index_path.write_text(json.dumps(index))
+
+
+def leftovers(registry, prefix):
+    return [p.name for p in registry.root.iterdir() if p.name.startswith(prefix)]
+
+
+def test_an_entry_whose_local_path_is_the_index_makes_it_unreadable(registry, tiny_qwen_dir):
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    hand_edit(registry, "b", local_path="registry.json")
+    index = registry.index_path.read_text()
+    with pytest.raises(RegistryError, match="registry's own files") as info:
+        delete_model(registry, "b")
+    assert info.value.exit_code == 5
+    assert registry.index_path.read_text() == index and not leftovers(registry, ".deleting-")
+    assert "registry's own files" in validate_registry(registry)[0]
 
 
 def test_name_with_trailing_newline_is_refused():
