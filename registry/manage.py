@@ -41,6 +41,7 @@ def delete_model(registry: Registry, name: str, force: bool = False) -> ModelEnt
             )
         entry = entries.pop(name)
         directory = registry.model_dir(entry)  # root/<a valid name>: entries() checks local_path
+        _refuse_to_delete_what_is_not_its_own(registry, entry, entries)
         doomed = None
         if directory.parent == registry.root and (directory.is_symlink() or directory.exists()):
             doomed = registry.root / f"{DELETING_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
@@ -48,6 +49,28 @@ def delete_model(registry: Registry, name: str, force: bool = False) -> ModelEnt
     if doomed is not None:
         remove_tree(doomed)
     return entry
+
+
+def _refuse_to_delete_what_is_not_its_own(registry: Registry, entry: ModelEntry, others: dict[str, ModelEntry]) -> None:
+    """A hand-edited index can point two entries at one directory, or an entry at a file:
+    deleting would take files another model needs, or something that is no model at all."""
+    directory = registry.model_dir(entry)
+    sharing = entries_using(others, entry.local_path)
+    if sharing:
+        raise RegistryError(
+            f"'{entry.name}' shares its directory {directory} with {', '.join(sharing)}; nothing was deleted",
+            hint=f"give each entry its own local_path in {registry.index_path}, then delete again",
+        )
+    if directory.is_file() and not directory.is_symlink():
+        raise RegistryError(
+            f"'{entry.name}' has local_path {entry.local_path!r}, which is a file, not a model directory; "
+            "nothing was deleted",
+            hint=f"move {directory} aside or correct the entry in {registry.index_path}, then delete again",
+        )
+
+
+def entries_using(entries: dict[str, ModelEntry], local_path: str) -> list[str]:
+    return sorted(name for name, entry in entries.items() if entry.local_path == local_path)
 
 
 def validate_registry(registry: Registry, quick: bool = False) -> list[str]:
@@ -65,7 +88,20 @@ def validate_registry(registry: Registry, quick: bool = False) -> list[str]:
         problems: list[str] = []
         for name, entry in sorted(entries.items()):
             problems += [f"{name}: {problem}" for problem in check_entry(registry, entry, entries, quick)]
+        problems += _shared_directories(entries)
         problems += _stray_paths(registry, {entry.local_path for entry in entries.values()})
+    return problems
+
+
+def _shared_directories(entries: dict[str, ModelEntry]) -> list[str]:
+    problems = []
+    for path in sorted({entry.local_path for entry in entries.values()}):
+        names = entries_using(entries, path)
+        if len(names) > 1:
+            problems.append(
+                f"{path}: entries {', '.join(map(repr, names))} share this directory "
+                "(delete-model refuses them); give each entry its own local_path"
+            )
     return problems
 
 
@@ -97,6 +133,8 @@ def check_entry(registry: Registry, entry: ModelEntry, entries: dict[str, ModelE
     directory = registry.model_dir(entry)
     if directory.is_symlink() or not inside(registry.root, directory):
         return [f"{directory} is a link or lies outside the registry root"]
+    if directory.is_file():
+        return [f"{directory} is a file, not a model directory"]
     if not directory.is_dir():
         return [f"directory {directory} is missing"]
     problems = []

@@ -245,6 +245,30 @@ def test_an_entry_whose_local_path_is_the_index_makes_it_unreadable(registry, ti
     assert "registry's own files" in validate_registry(registry)[0]
 
 
+def test_two_entries_sharing_a_directory_are_reported_and_never_deleted(registry, tiny_qwen_dir):
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    hand_edit(registry, "b", local_path="a")
+    assert any("'a', 'b'" in p and "share" in p for p in validate_registry(registry))
+    for name in ("a", "b"):
+        with pytest.raises(RegistryError, match="shares its directory") as info:
+            delete_model(registry, name)
+        assert info.value.exit_code == 5
+    assert sorted(registry.entries()) == ["a", "b"] and not leftovers(registry, ".deleting-")
+    assert validate_registry(registry, quick=True) == [p for p in validate_registry(registry) if "share" in p]
+
+
+def test_an_entry_whose_local_path_is_a_file_is_never_deleted(registry, tiny_qwen_dir):
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    (registry.root / "notes").write_text("mine")
+    hand_edit(registry, "b", local_path="notes")
+    assert any("is a file, not a model directory" in p for p in validate_registry(registry))
+    with pytest.raises(RegistryError, match="is a file, not a model directory") as info:
+        delete_model(registry, "b")
+    assert info.value.exit_code == 5
+    assert (registry.root / "notes").read_text() == "mine" and "b" in registry.entries()
+    assert not leftovers(registry, ".deleting-")
+
+
 def test_name_with_trailing_newline_is_refused():
     with pytest.raises(UsageError):
         validate_name("evil\n")
