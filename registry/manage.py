@@ -18,6 +18,7 @@ from registry.store import (
     Registry,
     inside,
     is_registry_file,
+    moves_undone_on_failure,
 )
 from trainer.errors import ModelNotFoundError, RegistryError, UsageError
 from trainer.files import sha256_of
@@ -29,8 +30,11 @@ def delete_model(registry: Registry, name: str, force: bool = False) -> ModelEnt
     Under the lock the directory is renamed to a hidden .deleting-* name and the entry
     removed; the files are deleted after. A crash in between leaves a state that
     validate-registry names (an entry without files, or a leftover .deleting-* directory).
+    An index that cannot be written (a full disk) is rolled back, not finished by a later
+    command: the directory is renamed back under the lock, so the model stays whole and
+    registered, and the same delete works once there is room.
     """
-    with registry.editing() as entries:
+    with registry.locked() as entries, moves_undone_on_failure() as move:
         if name not in entries:
             raise ModelNotFoundError(name, sorted(entries))
         children = sorted(n for n, e in entries.items() if e.fine_tuned_from == name)
@@ -45,7 +49,8 @@ def delete_model(registry: Registry, name: str, force: bool = False) -> ModelEnt
         doomed = None
         if directory.parent == registry.root and (directory.is_symlink() or directory.exists()):
             doomed = registry.root / f"{DELETING_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
-            directory.rename(doomed)  # renames a link itself, never its target
+            move(directory, doomed)  # renames a link itself, never its target
+        registry.write(entries)
     if doomed is not None:
         remove_tree(doomed)
     return entry

@@ -165,6 +165,15 @@ class RegistryError(LmrunnerError):
         self.problems = problems or []
 
 
+class StorageError(LmrunnerError):
+    """A file could not be written: the disk is full, read-only or not ours (exit 1). What was
+    being changed is left as it was; ``path`` is the file that could not be written."""
+
+    def __init__(self, message: str, path: str, hint: str | None = None):
+        super().__init__(message, hint or "free some space (or fix the permissions), then run the same command again")
+        self.path = path
+
+
 class ModelNotFoundError(UsageError):
     """A model name that is not in the registry (exit 2)."""
 

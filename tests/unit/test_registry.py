@@ -1,15 +1,17 @@
 """The registry in-process: index, import (local and Hub cache), lineage, delete, validate."""
 
+import errno
 import json
+import os
 import shutil
 
 import pytest
 
 from registry.hub import count_parameters, import_model
 from registry.manage import delete_model, validate_registry
-from registry.store import ModelEntry, Registry, validate_name
+from registry.store import LOCK_FILE, ModelEntry, Registry, validate_name
 from tests.conftest import tiny_config
-from trainer.errors import ImportModelError, ModelNotFoundError, RegistryError, UsageError
+from trainer.errors import ImportModelError, ModelNotFoundError, RegistryError, StorageError, UsageError
 from trainer.models.register import register_checkpoint
 
 
@@ -267,6 +269,46 @@ def test_an_entry_whose_local_path_is_a_file_is_never_deleted(registry, tiny_qwe
     assert info.value.exit_code == 5
     assert (registry.root / "notes").read_text() == "mine" and "b" in registry.entries()
     assert not leftovers(registry, ".deleting-")
+
+
+def fill_the_disk_at_the_index_write(monkeypatch):
+    """The disk fills up while the index's temporary copy is written, half-way through."""
+
+    def no_space(data, handle, **kwargs):
+        handle.write('{"schema_version": 1, "entr')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(json, "dump", no_space)
+
+
+def registry_contents(registry):
+    return sorted(p.name for p in registry.root.iterdir() if p.name != LOCK_FILE)
+
+
+@pytest.mark.parametrize("name, force", [("b", False), ("a", True)])  # a new model; a replacement
+def test_an_import_that_cannot_write_the_index_is_rolled_back(registry, tiny_qwen_dir, monkeypatch, name, force):
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    index = registry.index_path.read_text()
+    fill_the_disk_at_the_index_write(monkeypatch)
+    with pytest.raises(StorageError, match="No space left on device") as info:
+        import_model(registry, str(tiny_qwen_dir), name=name, force=force)
+    monkeypatch.undo()  # space is freed
+    assert str(registry.index_path) in info.value.message and info.value.exit_code == 1
+    assert registry.index_path.read_text() == index
+    assert registry_contents(registry) == ["a", "registry.json"] and validate_registry(registry) == []
+    import_model(registry, str(tiny_qwen_dir), name=name, force=force)  # the same command now works
+    assert validate_registry(registry) == []
+
+
+def test_a_delete_that_cannot_write_the_index_is_rolled_back(registry, tiny_qwen_dir, monkeypatch):
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    fill_the_disk_at_the_index_write(monkeypatch)
+    with pytest.raises(StorageError, match="No space left on device"):
+        delete_model(registry, "a")
+    monkeypatch.undo()
+    assert registry_contents(registry) == ["a", "registry.json"] and validate_registry(registry) == []
+    delete_model(registry, "a")
+    assert registry_contents(registry) == ["registry.json"] and validate_registry(registry) == []
 
 
 def test_name_with_trailing_newline_is_refused():
