@@ -136,8 +136,9 @@ def _abandoned(staged: Path) -> bool:
 
 def check_entry(registry: Registry, entry: ModelEntry, entries: dict[str, ModelEntry], quick: bool) -> list[str]:
     directory = registry.model_dir(entry)
-    if directory.is_symlink() or not inside(registry.root, directory):
-        return [f"{directory} is a link or lies outside the registry root"]
+    linked = _linked_directory(registry, directory)
+    if linked:
+        return linked
     if directory.is_file():
         return [f"{directory} is a file, not a model directory"]
     if not directory.is_dir():
@@ -145,16 +146,37 @@ def check_entry(registry: Registry, entry: ModelEntry, entries: dict[str, ModelE
     problems = []
     for relative, expected in sorted(entry.files.items()):
         problems += _check_file(directory / relative, expected, quick)
-    for path in _all_paths(directory):
-        relative = str(path.relative_to(directory))
-        if path.is_symlink():
-            problems.append(f"{path} is a symbolic link (registry files must be regular files)")
-        elif path.is_file() and relative not in entry.files:
-            problems.append(f"{path} is not one of the entry's files")
+    problems += _linked_files(directory)
+    problems += [
+        f"{path} is not one of the entry's files"
+        for path in _all_paths(directory)
+        if path.is_file() and not path.is_symlink() and str(path.relative_to(directory)) not in entry.files
+    ]
     problems += _check_readable(directory, entry)
     if entry.fine_tuned_from is not None and entry.fine_tuned_from not in entries:
         problems.append(f"fine_tuned_from '{entry.fine_tuned_from}' is not in the registry (dangling)")
     return problems
+
+
+def link_problems(registry: Registry, entry: ModelEntry) -> list[str]:
+    """Links in a model's place, which can lead out of the registry: its directory or anything
+    in it. Cheap (no hashing), so training checks it before loading a model."""
+    directory = registry.model_dir(entry)
+    return _linked_directory(registry, directory) or _linked_files(directory)
+
+
+def _linked_directory(registry: Registry, directory: Path) -> list[str]:
+    if directory.is_symlink() or not inside(registry.root, directory):
+        return [f"{directory} is a link or lies outside the registry root"]
+    return []
+
+
+def _linked_files(directory: Path) -> list[str]:
+    return [
+        f"{path} is a symbolic link (registry files must be regular files)"
+        for path in _all_paths(directory)
+        if path.is_symlink()
+    ]
 
 
 def _check_file(path: Path, expected: dict, quick: bool) -> list[str]:

@@ -351,6 +351,27 @@ def test_links_and_unknown_files_inside_a_model_are_reported(registry, tiny_qwen
     assert "config.json is a symbolic link" in text and "extra.txt is not one of the entry's files" in text
 
 
+@pytest.mark.parametrize("linked", ["the directory", "a file"])
+def test_training_refuses_a_model_linked_out_of_the_registry(registry, tiny_qwen_dir, tmp_path, linked):
+    from trainer.config.schema import TrainingConfig
+    from trainer.models.source import select_model, tokenizer_directory
+
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    outside = tmp_path / "outside"
+    shutil.copytree(registry.root / "a", outside)
+    if linked == "the directory":
+        shutil.rmtree(registry.root / "a")
+        (registry.root / "a").symlink_to(outside, target_is_directory=True)
+    else:
+        (registry.root / "a" / "model.safetensors").unlink()
+        (registry.root / "a" / "model.safetensors").symlink_to(outside / "model.safetensors")
+    with pytest.raises(RegistryError, match="link") as info:
+        select_model(TrainingConfig(model_name="a", registry_dir=str(registry.root)))
+    assert info.value.exit_code == 5 and "validate-registry" in info.value.hint
+    with pytest.raises(RegistryError, match="link"):  # nor as another model's tokenizer
+        tokenizer_directory(TrainingConfig(tokenizer="a", registry_dir=str(registry.root)))
+
+
 def test_register_from_run_directory_leaves_optimizer_and_manifest(registry, custom_run):
     entry = register_checkpoint(registry, custom_run.run_dir, "from-run-dir")
     assert set(entry.files) == {"model.safetensors", "model_config.json", "tokenizer.json", "trainer_state.json"}
