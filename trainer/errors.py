@@ -23,6 +23,7 @@ class ExitCode(enum.IntEnum):
     NON_FINITE = 4
     REGISTRY = 5
     SIGINT = 130
+    SIGPIPE = 141
     SIGTERM = 143
 
     @property
@@ -38,6 +39,7 @@ _EXIT_CODE_MEANINGS = {
     ExitCode.NON_FINITE: "the loss became NaN or infinite (nothing is saved for that step)",
     ExitCode.REGISTRY: "the model registry is inconsistent or its index unreadable (validate-registry lists why)",
     ExitCode.SIGINT: "interrupted by SIGINT (Ctrl-C), after saving a checkpoint",
+    ExitCode.SIGPIPE: "stdout was closed by its reader (e.g. piped into head); stopped quietly",
     ExitCode.SIGTERM: "interrupted by SIGTERM (or SIGUSR1/SIGUSR2 from a scheduler), after saving a checkpoint",
 }
 
