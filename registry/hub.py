@@ -26,6 +26,7 @@ from registry.store import (
     STAGING_PREFIX,
     ModelEntry,
     Registry,
+    moves_undone_on_failure,
     validate_name,
 )
 from trainer.errors import ExitCode, ImportModelError, UsageError
@@ -178,16 +179,22 @@ def staging(registry: Registry, name: str, files: list[Path]) -> Iterator[Path]:
     try:
         with FileLock(f"{staged}.lock"):
             try:
-                staged.mkdir()
-                for path in files:
-                    shutil.copyfile(path, staged / path.name)  # follows the cache's links to the real blobs
+                _copy_files(files, staged)
                 yield staged
-            except OSError as err:
-                raise ImportModelError(f"cannot copy the model's files ({err})", exit_code=ExitCode.USAGE) from err
             finally:
                 shutil.rmtree(staged, ignore_errors=True)
     finally:
         Path(f"{staged}.lock").unlink(missing_ok=True)
+
+
+def _copy_files(files: list[Path], staged: Path) -> None:
+    """Only this step's errors are the copy's: later ones (the index write, ...) say their own cause."""
+    try:
+        staged.mkdir()
+        for path in files:
+            shutil.copyfile(path, staged / path.name)  # follows the cache's links to the real blobs
+    except OSError as err:
+        raise ImportModelError(f"cannot copy the model's files ({err})", exit_code=ExitCode.USAGE) from err
 
 
 def commit_staged(registry: Registry, entry: ModelEntry, staged: Path, force: bool) -> ModelEntry:
@@ -197,7 +204,7 @@ def commit_staged(registry: Registry, entry: ModelEntry, staged: Path, force: bo
     entry.disk_size_bytes = sum(f["bytes"] for f in entry.files.values())
     final = registry.root / entry.local_path
     replaced = None
-    with registry.editing() as entries:
+    with registry.locked() as entries, moves_undone_on_failure() as move:
         existing = entries.get(entry.name)
         if existing is not None and not force:
             raise UsageError(f"model '{entry.name}' is already in the registry", hint="add --force to replace it")
@@ -219,9 +226,10 @@ def commit_staged(registry: Registry, entry: ModelEntry, staged: Path, force: bo
             )
         if existing is not None and (final.exists() or final.is_symlink()):
             replaced = final.with_name(f"{DELETING_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}")
-            final.rename(replaced)
-        staged.rename(final)
+            move(final, replaced)
+        move(staged, final)
         entries[entry.name] = entry
+        registry.write(entries)  # if this fails, both moves are undone: the old model is back, staged goes
     if replaced is not None:
         remove_tree(replaced)
     return entry

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,7 +23,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from trainer.errors import ModelNotFoundError, RegistryError, UsageError
+from trainer.errors import ModelNotFoundError, RegistryError, StorageError, UsageError
 
 SCHEMA_VERSION = 1
 INDEX_FILE = "registry.json"
@@ -45,7 +45,22 @@ def validate_name(name: str) -> str:
             "starting with a letter or digit (no '/', no '..')",
             hint="e.g. --name qwen2.5-0.5b",
         )
+    if is_reserved(name):  # a model directory by that name would take the index's or a lock's place
+        raise UsageError(
+            f"model name {name!r} is kept for the registry's own files ({INDEX_FILE}, locks, temporary files)",
+            hint="choose another --name, e.g. --name my-model",
+        )
     return name
+
+
+def is_registry_file(name: str) -> bool:
+    """The index, its temporary copies and the lock files the registry keeps beside the models."""
+    return name in (INDEX_FILE, LOCK_FILE) or name.startswith(f".{INDEX_FILE}") or name.endswith(".lock")
+
+
+def is_reserved(name: str) -> bool:
+    """Names no model directory may take: the registry's own files and working directories."""
+    return is_registry_file(name) or name.startswith((STAGING_PREFIX, DELETING_PREFIX))
 
 
 @dataclass
@@ -95,7 +110,8 @@ class Registry:
             for name, entry in entries.items():
                 _check_entry_shape(name, entry)
             return entries
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        # RecursionError: json gives up on a deeply nested document; it is as unreadable as any other.
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
             raise RegistryError(
                 f"the registry index {self.index_path} is unreadable ({err}); it was left as it is",
                 hint="restore it from a backup or move it aside; the model directories are untouched",
@@ -131,30 +147,66 @@ class Registry:
     # --- writing --------------------------------------------------------------------
 
     @contextmanager
-    def editing(self) -> Iterator[dict[str, ModelEntry]]:
-        """Lock, re-read, let the caller change the entries, then replace the index atomically."""
+    def locked(self) -> Iterator[dict[str, ModelEntry]]:
+        """Hold the lock and give the entries as read under it; ``write`` saves changes."""
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.root / LOCK_FILE), timeout=120):
-            entries = self.entries()
-            yield entries
-            self._write(entries)
+            yield self.entries()
 
-    def _write(self, entries: dict[str, ModelEntry]) -> None:
+    @contextmanager
+    def editing(self) -> Iterator[dict[str, ModelEntry]]:
+        """Lock, re-read, let the caller change the entries, then replace the index atomically."""
+        with self.locked() as entries:
+            yield entries
+            self.write(entries)
+
+    def write(self, entries: dict[str, ModelEntry]) -> None:
+        """Replace the index atomically (call it holding the lock). On failure the old index
+        stays and no temporary copy is left; the error names the cause (a full disk, ...)."""
         data = {"schema_version": SCHEMA_VERSION, "entries": {n: entries[n].to_dict() for n in sorted(entries)}}
         partial = self.index_path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
-        with partial.open("w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, self.index_path)
+        try:
+            with partial.open("w", encoding="utf-8") as handle:
+                json.dump(data, handle, indent=2)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, self.index_path)
+        except OSError as err:
+            partial.unlink(missing_ok=True)
+            raise StorageError(
+                f"cannot write the registry index {self.index_path}: {err.strerror or err}; "
+                "the registry was left as it was",
+                path=str(self.index_path),
+            ) from err
+
+
+@contextmanager
+def moves_undone_on_failure() -> Iterator[Callable[[Path, Path], None]]:
+    """``move(source, target)`` renames. If the block fails after some moves (the index cannot
+    be written: a full disk), they are undone, last first, so the directories match the index
+    that was kept and the same command can simply be run again."""
+    done: list[tuple[Path, Path]] = []
+
+    def move(source: Path, target: Path) -> None:
+        source.rename(target)
+        done.append((source, target))
+
+    try:
+        yield move
+    except BaseException:
+        for source, target in reversed(done):
+            target.rename(source)
+        raise
 
 
 def _check_entry_shape(name: str, entry: ModelEntry) -> None:
     """A hand-edited index must not point outside the root or hold the wrong types."""
-    if entry.name != name or not NAME_PATTERN.fullmatch(name):
+    if entry.name != name or not NAME_PATTERN.fullmatch(name) or is_reserved(name):
         raise ValueError(f"entry {name!r} has a bad name")
     if not isinstance(entry.local_path, str) or not NAME_PATTERN.fullmatch(entry.local_path):
         raise ValueError(f"entry {name!r} has local_path {entry.local_path!r}, not a directory name in the root")
+    if is_reserved(entry.local_path):  # deleting or replacing that "model" would take the index or a lock
+        raise ValueError(f"entry {name!r} has local_path {entry.local_path!r}, one of the registry's own files")
     if not isinstance(entry.files, dict) or not all(
         isinstance(f, dict) and isinstance(f.get("sha256"), str) and isinstance(f.get("bytes"), int)
         for f in entry.files.values()

@@ -23,6 +23,7 @@ class ExitCode(enum.IntEnum):
     NON_FINITE = 4
     REGISTRY = 5
     SIGINT = 130
+    SIGPIPE = 141
     SIGTERM = 143
 
     @property
@@ -38,6 +39,7 @@ _EXIT_CODE_MEANINGS = {
     ExitCode.NON_FINITE: "the loss became NaN or infinite (nothing is saved for that step)",
     ExitCode.REGISTRY: "the model registry is inconsistent or its index unreadable (validate-registry lists why)",
     ExitCode.SIGINT: "interrupted by SIGINT (Ctrl-C), after saving a checkpoint",
+    ExitCode.SIGPIPE: "stdout was closed by its reader (e.g. piped into head); stopped quietly",
     ExitCode.SIGTERM: "interrupted by SIGTERM (or SIGUSR1/SIGUSR2 from a scheduler), after saving a checkpoint",
 }
 
@@ -187,6 +189,15 @@ class RegistryError(LmrunnerError):
     def __init__(self, message: str, problems: list[str] | None = None, hint: str | None = None):
         super().__init__(message, hint or "run: python main.py validate-registry")
         self.problems = problems or []
+
+
+class StorageError(LmrunnerError):
+    """A file could not be written: the disk is full, read-only or not ours (exit 1). What was
+    being changed is left as it was; ``path`` is the file that could not be written."""
+
+    def __init__(self, message: str, path: str, hint: str | None = None):
+        super().__init__(message, hint or "free some space (or fix the permissions), then run the same command again")
+        self.path = path
 
 
 class ModelNotFoundError(UsageError):

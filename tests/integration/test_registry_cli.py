@@ -51,6 +51,14 @@ def test_bad_names_exit_2_and_write_nothing(tmp_path, tiny_qwen_dir, name):
     assert sorted(p.name for p in tmp_path.parent.iterdir()) == before
 
 
+def test_the_index_name_is_refused_and_the_registry_keeps_working(tmp_path, tiny_qwen_dir):
+    result = run_main("import-model", str(tiny_qwen_dir), "--name", "registry.json", cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "registry's own files" in result.stderr
+    assert run_main("import-model", str(tiny_qwen_dir), cwd=tmp_path).returncode == 0
+    assert listed(tmp_path) == ["tiny-qwen"]
+    assert run_main("validate-registry", cwd=tmp_path).returncode == 0
+
+
 def test_unknown_name_lists_and_suggests(tmp_path, tiny_qwen_dir):
     run_main("import-model", str(tiny_qwen_dir), cwd=tmp_path)
     result = run_main("model-info", "tiny-qwn", cwd=tmp_path)

@@ -1,15 +1,17 @@
 """The registry in-process: index, import (local and Hub cache), lineage, delete, validate."""
 
+import errno
 import json
+import os
 import shutil
 
 import pytest
 
 from registry.hub import count_parameters, import_model
 from registry.manage import delete_model, validate_registry
-from registry.store import ModelEntry, Registry, validate_name
+from registry.store import LOCK_FILE, ModelEntry, Registry, validate_name
 from tests.conftest import tiny_config
-from trainer.errors import ImportModelError, ModelNotFoundError, RegistryError, UsageError
+from trainer.errors import ImportModelError, ModelNotFoundError, RegistryError, StorageError, UsageError
 from trainer.models.register import register_checkpoint
 
 
@@ -27,6 +29,14 @@ def test_valid_names(name):
 def test_invalid_names(name):
     with pytest.raises(UsageError):
         validate_name(name)
+
+
+@pytest.mark.parametrize("name", ["registry.json", "registry.lock", "x.lock"])
+def test_names_of_the_registrys_own_files_are_refused(registry, tiny_qwen_dir, name):
+    with pytest.raises(UsageError, match="registry's own files") as info:
+        import_model(registry, str(tiny_qwen_dir), name=name)
+    assert "--name" in info.value.hint
+    assert not registry.root.exists() or validate_registry(registry) == []
 
 
 def test_import_local_records_everything(registry, tiny_qwen_dir):
@@ -157,15 +167,16 @@ def test_validate_reports_every_problem(registry, tiny_qwen_dir):
     assert "sha256" not in "\n".join(validate_registry(registry, quick=True))
 
 
-def test_corrupt_index_is_reported_and_never_overwritten(registry, tiny_qwen_dir):
+@pytest.mark.parametrize("broken", ["{broken", "[" * 100_000 + "]" * 100_000])  # the second nests too deep
+def test_corrupt_index_is_reported_and_never_overwritten(registry, tiny_qwen_dir, broken):
     registry.root.mkdir(parents=True)
-    registry.index_path.write_text("{broken")
+    registry.index_path.write_text(broken)
     with pytest.raises(RegistryError) as info:
         registry.entries()
     assert info.value.exit_code == 5
     with pytest.raises(RegistryError):
         import_model(registry, str(tiny_qwen_dir), name="x")
-    assert registry.index_path.read_text() == "{broken"
+    assert registry.index_path.read_text() == broken
     assert "unreadable" in validate_registry(registry)[0]
 
 
@@ -212,6 +223,94 @@ def test_hand_edited_local_path_outside_the_root_is_refused(registry, tiny_qwen_
     assert victim.is_dir() and "local_path" in validate_registry(registry)[0]
 
 
+def hand_edit(registry, name, **changes):
+    """Add entry ``name`` to the index as a person editing registry.json would: a copy of
+    the first entry with ``changes``."""
+    index = json.loads(registry.index_path.read_text())
+    first = next(iter(index["entries"].values()))
+    index["entries"][name] = {**first, "name": name, **changes}
+    registry.index_path.write_text(json.dumps(index))
+
+
+def leftovers(registry, prefix):
+    return [p.name for p in registry.root.iterdir() if p.name.startswith(prefix)]
+
+
+def test_an_entry_whose_local_path_is_the_index_makes_it_unreadable(registry, tiny_qwen_dir):
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    hand_edit(registry, "b", local_path="registry.json")
+    index = registry.index_path.read_text()
+    with pytest.raises(RegistryError, match="registry's own files") as info:
+        delete_model(registry, "b")
+    assert info.value.exit_code == 5
+    assert registry.index_path.read_text() == index and not leftovers(registry, ".deleting-")
+    assert "registry's own files" in validate_registry(registry)[0]
+
+
+def test_two_entries_sharing_a_directory_are_reported_and_never_deleted(registry, tiny_qwen_dir):
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    hand_edit(registry, "b", local_path="a")
+    assert any("'a', 'b'" in p and "share" in p for p in validate_registry(registry))
+    for name in ("a", "b"):
+        with pytest.raises(RegistryError, match="shares its directory") as info:
+            delete_model(registry, name)
+        assert info.value.exit_code == 5
+    assert sorted(registry.entries()) == ["a", "b"] and not leftovers(registry, ".deleting-")
+    assert validate_registry(registry, quick=True) == [p for p in validate_registry(registry) if "share" in p]
+
+
+def test_an_entry_whose_local_path_is_a_file_is_never_deleted(registry, tiny_qwen_dir):
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    (registry.root / "notes").write_text("mine")
+    hand_edit(registry, "b", local_path="notes")
+    assert any("is a file, not a model directory" in p for p in validate_registry(registry))
+    with pytest.raises(RegistryError, match="is a file, not a model directory") as info:
+        delete_model(registry, "b")
+    assert info.value.exit_code == 5
+    assert (registry.root / "notes").read_text() == "mine" and "b" in registry.entries()
+    assert not leftovers(registry, ".deleting-")
+
+
+def fill_the_disk_at_the_index_write(monkeypatch):
+    """The disk fills up while the index's temporary copy is written, half-way through."""
+
+    def no_space(data, handle, **kwargs):
+        handle.write('{"schema_version": 1, "entr')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(json, "dump", no_space)
+
+
+def registry_contents(registry):
+    return sorted(p.name for p in registry.root.iterdir() if p.name != LOCK_FILE)
+
+
+@pytest.mark.parametrize("name, force", [("b", False), ("a", True)])  # a new model; a replacement
+def test_an_import_that_cannot_write_the_index_is_rolled_back(registry, tiny_qwen_dir, monkeypatch, name, force):
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    index = registry.index_path.read_text()
+    fill_the_disk_at_the_index_write(monkeypatch)
+    with pytest.raises(StorageError, match="No space left on device") as info:
+        import_model(registry, str(tiny_qwen_dir), name=name, force=force)
+    monkeypatch.undo()  # space is freed
+    assert str(registry.index_path) in info.value.message and info.value.exit_code == 1
+    assert registry.index_path.read_text() == index
+    assert registry_contents(registry) == ["a", "registry.json"] and validate_registry(registry) == []
+    import_model(registry, str(tiny_qwen_dir), name=name, force=force)  # the same command now works
+    assert validate_registry(registry) == []
+
+
+def test_a_delete_that_cannot_write_the_index_is_rolled_back(registry, tiny_qwen_dir, monkeypatch):
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    fill_the_disk_at_the_index_write(monkeypatch)
+    with pytest.raises(StorageError, match="No space left on device"):
+        delete_model(registry, "a")
+    monkeypatch.undo()
+    assert registry_contents(registry) == ["a", "registry.json"] and validate_registry(registry) == []
+    delete_model(registry, "a")
+    assert registry_contents(registry) == ["registry.json"] and validate_registry(registry) == []
+
+
 def test_name_with_trailing_newline_is_refused():
     with pytest.raises(UsageError):
         validate_name("evil\n")
@@ -250,6 +349,27 @@ def test_links_and_unknown_files_inside_a_model_are_reported(registry, tiny_qwen
     (model_dir / "extra.txt").write_text("?")
     text = "\n".join(validate_registry(registry))
     assert "config.json is a symbolic link" in text and "extra.txt is not one of the entry's files" in text
+
+
+@pytest.mark.parametrize("linked", ["the directory", "a file"])
+def test_training_refuses_a_model_linked_out_of_the_registry(registry, tiny_qwen_dir, tmp_path, linked):
+    from trainer.config.schema import TrainingConfig
+    from trainer.models.source import select_model, tokenizer_directory
+
+    import_model(registry, str(tiny_qwen_dir), name="a")
+    outside = tmp_path / "outside"
+    shutil.copytree(registry.root / "a", outside)
+    if linked == "the directory":
+        shutil.rmtree(registry.root / "a")
+        (registry.root / "a").symlink_to(outside, target_is_directory=True)
+    else:
+        (registry.root / "a" / "model.safetensors").unlink()
+        (registry.root / "a" / "model.safetensors").symlink_to(outside / "model.safetensors")
+    with pytest.raises(RegistryError, match="link") as info:
+        select_model(TrainingConfig(model_name="a", registry_dir=str(registry.root)))
+    assert info.value.exit_code == 5 and "validate-registry" in info.value.hint
+    with pytest.raises(RegistryError, match="link"):  # nor as another model's tokenizer
+        tokenizer_directory(TrainingConfig(tokenizer="a", registry_dir=str(registry.root)))
 
 
 def test_register_from_run_directory_leaves_optimizer_and_manifest(registry, custom_run):

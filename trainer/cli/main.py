@@ -19,6 +19,7 @@ from trainer.cli.help import program_name
 from trainer.cli.plain import PLAIN_FLAGS, run_plain
 from trainer.cli.registry_commands import SUBCOMMANDS
 from trainer.cli.signals import restore_signals, stop_on_signals
+from trainer.cli.stdout import StdoutClosed, stdout_watched, stop_quietly
 from trainer.errors import UsageError, did_you_mean
 
 
@@ -60,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_console_logging()
     previous = stop_on_signals()
     try:
-        return route(argv)
+        with stdout_watched():
+            code = route(argv)
+            sys.stdout.flush()  # a reader gone shows here, not at interpreter exit where it cannot be caught
+        return code
+    except StdoutClosed:
+        return stop_quietly()
     except (KeyboardInterrupt, Exception) as err:  # formatted once, here: one line, its exit code
         return report_error(err)
     finally:

@@ -12,9 +12,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from registry.manage import link_problems
 from registry.store import ModelEntry, Registry
 from trainer.config.schema import TrainingConfig
-from trainer.errors import ConfigError, UsageError
+from trainer.errors import ConfigError, RegistryError, UsageError
 from trainer.models.adapter import CUSTOM_ARCHITECTURE
 
 FROM_SCRATCH = "trained from scratch"
@@ -47,7 +48,7 @@ def select_model(config: TrainingConfig) -> ModelSource:
         return ModelSource()
     registry = registry_of(config)
     entry = registry.get(config.model_name)  # unknown: exit 2 listing what the registry holds
-    directory = registry.model_dir(entry)
+    directory = _unlinked_model_dir(registry, entry)
     missing = _missing_files(directory, entry)
     if missing:
         raise UsageError(
@@ -59,6 +60,19 @@ def select_model(config: TrainingConfig) -> ModelSource:
     entries = registry.entries()
     model_id = next((entries[n].model_id for n in chain if n in entries and entries[n].model_id), None)
     return ModelSource(entry.name, entry, directory, chain, model_id)
+
+
+def _unlinked_model_dir(registry: Registry, entry: ModelEntry) -> Path:
+    """The model's directory, refused when it or a file in it is a link: a link can lead out
+    of the registry, to files validate-registry never vouched for."""
+    linked = link_problems(registry, entry)
+    if linked:
+        more = f" (and {len(linked) - 1} more)" if len(linked) > 1 else ""
+        raise RegistryError(
+            f"model '{entry.name}' is not loaded: {linked[0]}{more}",
+            hint=f"run: python main.py validate-registry, then import it again (import-model ... --name {entry.name} --force)",
+        )
+    return registry.model_dir(entry)
 
 
 def _missing_files(directory: Path, entry: ModelEntry) -> list[str]:
@@ -125,4 +139,4 @@ def tokenizer_directory(config: TrainingConfig) -> Path | None:
     if Path(config.tokenizer).is_dir():
         return Path(config.tokenizer)
     registry = registry_of(config)
-    return registry.model_dir(registry.get(config.tokenizer))
+    return _unlinked_model_dir(registry, registry.get(config.tokenizer))
