@@ -1,6 +1,7 @@
 """Fine-tuning registry models in-process: adapters, lineage, exact resume, tokenizers, branches."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -70,7 +71,11 @@ def test_inference_logits_and_generation(registry):
     logits = adapter.model(input_ids=prompt.view(1, -1)).logits
     assert logits.shape == (1, len(prompt), 320) and torch.isfinite(logits).all()
     adapter.model.eval()
-    first = adapter.generate(prompt, 10, 1.0, torch.Generator().manual_seed(5))
+    rng_before = torch.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no deprecated generation path, no generation-flag warnings
+        first = adapter.generate(prompt, 10, 1.0, torch.Generator().manual_seed(5))
+    assert torch.equal(torch.get_rng_state(), rng_before)  # training's randomness untouched
     again = adapter.generate(prompt, 10, 1.0, torch.Generator().manual_seed(5))
     assert torch.equal(first, again) and torch.equal(first[: len(prompt)], prompt) and len(first) > len(prompt)
     assert adapter.tokenizer.decode(first).startswith("The value")

@@ -41,24 +41,28 @@ class HFCausalLMAdapter:
 
     @torch.no_grad()
     def generate(self, prompt_ids, max_new_tokens, temperature, generator):
-        """Sampling with the KV cache; the draws come from ``generator`` (on the CPU), never
-        the global RNG, so sampling cannot change what training does next."""
+        """Plain temperature sampling (or greedy at 0) through transformers' own ``generate``,
+        with its KV cache, stopping at EOS. Its draws come from the global RNG, so they run in
+        a forked RNG seeded from ``generator``: the same generator gives the same text, and
+        sampling never changes what training does next."""
+        from transformers import GenerationConfig
+
         ids = prompt_ids.view(1, -1)
-        past, feed, new = None, ids, []
         room = max(0, self.max_positions - ids.shape[1])
-        for _ in range(min(max_new_tokens, room)):
-            out = self.model(input_ids=feed, past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            last = out.logits[0, -1].float().cpu()
-            if temperature == 0:  # greedy
-                token = last.argmax().view(1)
-            else:
-                token = torch.multinomial(F.softmax(last / temperature, dim=-1), 1, generator=generator)
-            new.append(token)
-            if token.item() == self.tokenizer.eos_id:
-                break
-            feed = token.view(1, 1).to(ids.device)
-        return torch.cat([ids[0].cpu(), *new]) if new else ids[0].cpu()
+        new_tokens = min(max_new_tokens, room)
+        if new_tokens == 0:
+            return ids[0].cpu()
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature else {}
+        eos = self.tokenizer.eos_id
+        # Explicit, so the model's own generation_config (top_p, repetition penalties) stays out.
+        config = GenerationConfig(
+            max_new_tokens=new_tokens, eos_token_id=eos, pad_token_id=eos if eos is not None else 0, **sampling
+        )
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[ids.device] if ids.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
+        return out[0].cpu()
 
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]
