@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.conftest import REPO
-from trainer.cli.hydra_app import check_overrides, register, requested_layer
+from trainer.cli.hydra_app import check_overrides, group_precedence, register, requested_layer
 from trainer.cli.shipped import conf_dir, group_options
 from trainer.config.compose import compose_config
 from trainer.config.parse import yaml_layer
@@ -133,3 +133,17 @@ def test_requested_layer_keeps_only_what_was_asked():
     config = TrainingConfig(n_layers=2, max_steps=50)
     layer = requested_layer(config, ["max_steps=50", "learning_rate=3e-4"])
     assert layer.values == {"n_layers": 2, "max_steps": 50, "learning_rate": 3e-4}
+
+
+def test_the_model_groups_fine_tuning_settings_win_over_a_training_group():
+    config = composed(["model=qwen-base", "training=fast"])
+    assert (config.learning_rate, config.batch_size, config.warmup_steps) == (2e-5, 8, 20)
+    assert config.max_seq_len == 128  # set by training=fast alone
+    lines = group_precedence({"model": "qwen-base", "training": "fast"}, ["model=qwen-base", "training=fast"])
+    assert "model=qwen-base sets learning_rate=2e-05, over training=fast's 0.002" in lines
+    # A key the command line sets wins over both groups: no line for it.
+    assert not any(
+        "learning_rate" in line
+        for line in group_precedence({"model": "qwen-base", "training": "fast"}, ["learning_rate=1e-4"])
+    )
+    assert group_precedence({"model": "custom", "training": "fast"}, []) == []

@@ -8,6 +8,7 @@ hands the command line to Hydra, which owns ``-m`` sweeps and launchers. Each jo
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,8 @@ from trainer.config.schema import FIELD_NAMES, TrainingConfig
 from trainer.errors import ConfigError, TrainingInterrupted, UsageError, did_you_mean
 from trainer.run.rundir import create_run_dir, refuse_used_run_dir
 from trainer.training.distributed import current, init_from_env, on_main
+
+log = logging.getLogger("lmrunner")
 
 if TYPE_CHECKING:  # importing trainer.resume pulls in torch, which --help must not
     from trainer.run.resume_plan import ResumePlan
@@ -114,6 +117,9 @@ class HydraJob:
         in_sweep = hydra_cfg.mode.name == "MULTIRUN"
         try:
             init_from_env()  # a submitit job with several tasks: its ranks join here
+            if current().is_main:
+                for line in group_precedence(dict(hydra_cfg.runtime.choices), list(hydra_cfg.overrides.task)):
+                    log.info(line)
             config = OmegaConf.to_object(cfg)
             layer = requested_layer(config, list(hydra_cfg.overrides.task))
             result = start_run([layer], new_run_dir=lambda: run_dir, overrides=None)
@@ -131,6 +137,28 @@ class HydraJob:
             if not in_sweep:
                 self.error = err  # reported by the CLI: one line and its exit code
             return job_outcome(error=err)
+
+
+def group_precedence(choices: dict[str, str | None], overrides: list[str]) -> list[str]:
+    """One line for each key that both chosen groups set to different values, saying which
+    wins (the model group: conf/config.yaml lists it last). Keys the command line sets itself
+    win over both and need no line."""
+    import yaml
+
+    named = {o.split("=", 1)[0].lstrip("+") for o in overrides}
+    settings = {}
+    for group in ("training", "model"):  # the order of conf/config.yaml's defaults
+        if choices.get(group):
+            text = (conf_dir() / group / f"{choices[group]}.yaml").read_text(encoding="utf-8")
+            settings[group] = yaml.safe_load(text) or {}
+    if len(settings) < 2:
+        return []
+    model, training = settings["model"], settings["training"]
+    return [
+        f"model={choices['model']} sets {key}={model[key]}, over training={choices['training']}'s {training[key]}"
+        for key in sorted(model.keys() & training.keys() - named)
+        if model[key] != training[key]
+    ]
 
 
 def register() -> None:
