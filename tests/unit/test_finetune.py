@@ -89,8 +89,9 @@ def test_fine_tune_records_metadata_lineage_and_hf_checkpoints(tmp_path, corpus_
     model = start["model"]
     assert (model["model_name"], model["architecture_type"], model["source"]) == ("tiny-qwen", "qwen", "local")
     assert model["num_parameters"] == registry.get("tiny-qwen").num_parameters and model["disk_size_bytes"] > 0
-    # The config's n_layers=2 and d_model=32 agree with the model; n_heads and dropout do not.
-    assert model["config_settings_overridden"] == ["n_heads=2 (the model has 4)", "dropout=0.1 (the model has 0.0)"]
+    # n_layers=2 and d_model=32 agree with the model; dropout=0.1 differs but is the default,
+    # which the user never set: only n_heads=2 is news.
+    assert model["config_settings_overridden"] == ["n_heads=2 (the model has 4)"]
     assert start["fine_tune"] == "new fine-tune of tiny-qwen"
     assert start["lineage"]["fine_tuned_from"] == "tiny-qwen" and start["lineage"]["chain"] == ["tiny-qwen"]
     assert start["tokenizer"]["identifier"] == "hf:Qwen2Tokenizer:320"

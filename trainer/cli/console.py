@@ -32,5 +32,5 @@ def init_distributed() -> None:
     if "WORLD_SIZE" in os.environ:
         from trainer.training.distributed import init_from_env
 
-        if not init_from_env().is_main:  # one console: rank 0's (warnings and errors still show)
-            logging.getLogger("lmrunner").setLevel(logging.WARNING)
+        if not init_from_env().is_main:  # one console: rank 0's (each rank's errors still show)
+            logging.getLogger("lmrunner").setLevel(logging.ERROR)

@@ -22,6 +22,8 @@ from typing import Any, Protocol
 import torch
 import torch.nn as nn
 
+from trainer.config.schema import TrainingConfig
+
 CUSTOM_ARCHITECTURE = "custom-transformer"
 
 
@@ -53,10 +55,12 @@ class ModelAdapter(Protocol):
 
 
 def settings_overridden(config: Any, own: dict[str, Any]) -> list[str]:
-    """``key=value (the model has X)`` for each architecture setting of ``config`` that the
-    model's own value (``own``; None: the model has no such setting) overrides."""
+    """``key=value (the model has X)`` for each architecture setting that the config sets away
+    from its default and the model's own value (``own``; None: no such setting) overrides.
+    Defaults the user never touched are not news: a pretrained model always brings its own."""
+    defaults = TrainingConfig()
     return [
         f"{key}={getattr(config, key)!r} (the model has {value!r})"
         for key, value in own.items()
-        if value is not None and getattr(config, key) != value
+        if value is not None and getattr(config, key) not in (value, getattr(defaults, key))
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
@@ -16,17 +17,49 @@ if TYPE_CHECKING:
 log = logging.getLogger("lmrunner")
 
 
-class ConsoleHook(Hook):
-    """A progress bar (step, loss, tokens/s, ETA) on a terminal; plain progress lines otherwise.
+class SmoothedRate:
+    """Exponential moving averages of tokens/s and of wall seconds per step: one slow step
+    (an evaluation, a checkpoint, the first step's warm-up) moves the figures a little, not
+    tenfold, and the wall time gives an ETA that counts what the loop does besides steps."""
 
-    Eval, sample and checkpoint events become short log lines either way.
-    """
+    def __init__(self, smoothing: float = 0.1):
+        self.smoothing = smoothing
+        self.tokens_per_s: float | None = None
+        self.seconds_per_step: float | None = None
+        self._last_step_at: float | None = None
+
+    def update(self, tokens_per_s: float, now: float) -> None:
+        self.tokens_per_s = self._blend(self.tokens_per_s, tokens_per_s)
+        if self._last_step_at is not None:
+            self.seconds_per_step = self._blend(self.seconds_per_step, now - self._last_step_at)
+        self._last_step_at = now
+
+    def eta_seconds(self, steps_left: int) -> float | None:
+        return None if self.seconds_per_step is None else steps_left * self.seconds_per_step
+
+    def _blend(self, average: float | None, value: float) -> float:
+        return value if average is None else average + self.smoothing * (value - average)
+
+
+def clock(seconds: float | None) -> str:
+    """1:02:03 for a duration; ? before there is one."""
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
+class ConsoleHook(Hook):
+    """A progress bar (step, loss, smoothed tokens/s, ETA) on a terminal; plain progress lines
+    with the same figures otherwise. Eval, sample and checkpoint events become short log lines
+    either way; a sample prints as the text it is, indented under its step."""
 
     name = "console"
 
     def __init__(self, max_steps: int, start_step: int):
         self.interactive = sys.stderr.isatty()
         self.line_every = max(1, min(100, (max_steps - start_step) // 10))
+        self.rate = SmoothedRate()
         self.bar = tqdm(
             total=max_steps,
             initial=start_step,
@@ -40,23 +73,31 @@ class ConsoleHook(Hook):
     def on_event(self, trainer: Trainer, record: dict[str, Any]) -> None:
         event, step = record["event"], record["step"]
         if event == "step":
-            self.bar.update(step - self.bar.n)
-            self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:,.0f}", refresh=False)
-            if not self.interactive and (step % self.line_every == 0 or step == trainer.config.max_steps):
-                log.info(
-                    "step %d/%d  loss %.4f  lr %.2e  %s tok/s",
-                    step,
-                    trainer.config.max_steps,
-                    record["loss"],
-                    record["lr"],
-                    f"{record['tokens_per_s']:,.0f}",
-                )
+            self._step(record, step, trainer.config.max_steps)
         elif event == "eval":
             self._line(f"step {step}: val_loss {record['val_loss']:.4f}")
         elif event == "sample":
-            self._line(f"step {step}: sample {record['text']!r}")
+            text = "\n".join(f"    {line}" for line in record["text"].splitlines() or [""])
+            self._line(f"step {step}: sample\n{text}")
         elif event == "checkpoint":
             self._line(f"step {step}: checkpoint {record['path']}")
+
+    def _step(self, record: dict[str, Any], step: int, max_steps: int) -> None:
+        self.rate.update(record["tokens_per_s"], time.monotonic())
+        tokens_per_s = f"{self.rate.tokens_per_s:,.0f}"
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=tokens_per_s, refresh=False)
+        if not self.interactive and (step % self.line_every == 0 or step == max_steps):
+            eta = clock(self.rate.eta_seconds(max_steps - step))
+            log.info(
+                "step %d/%d  loss %.4f  lr %.2e  %s tok/s  ETA %s",
+                step,
+                max_steps,
+                record["loss"],
+                record["lr"],
+                tokens_per_s,
+                eta,
+            )
 
     def _line(self, text: str) -> None:
         # The console handler writes through tqdm, so the bar is redrawn below the line.

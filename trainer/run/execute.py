@@ -110,7 +110,8 @@ def run_training(
                 from_step=resume.state["step"],
                 mode="continuing this run" if continuing else "new branch in a new run directory",
             )
-        log_start(run, metadata, resume, continuing)
+        if ranks.is_main:
+            log_start(run, metadata, resume, continuing)
         trainer.fit()
         status = "completed"
     except (TrainingInterrupted, KeyboardInterrupt) as err:  # KeyboardInterrupt: a second Ctrl-C, mid-save
