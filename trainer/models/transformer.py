@@ -68,9 +68,6 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(shape.d_model, 3 * shape.d_model)
         self.proj = nn.Linear(shape.d_model, shape.d_model)
         self.proj_dropout = Dropout(shape.dropout)
-        # -inf above the diagonal: position i may only look at positions <= i.
-        causal = torch.full((shape.max_seq_len, shape.max_seq_len), float("-inf")).triu(1)
-        self.register_buffer("causal_bias", causal, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, seq, d_model = x.shape
@@ -89,7 +86,10 @@ class CausalSelfAttention(nn.Module):
         """What SDPA computes, spelled out. On the CPU, SDPA has no fused kernel with
         dropout and falls back to these same steps, with torch's slower mask."""
         seq = q.shape[2]
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1])) + self.causal_bias[:seq, :seq]
+        # -inf above the diagonal: position i may only look at positions <= i. Built for this
+        # window, not kept as a max_seq_len^2 buffer in every layer.
+        causal = torch.full((seq, seq), float("-inf"), device=q.device).triu(1)
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1])) + causal
         weights = scores.softmax(dim=-1)
         return (weights * cpu_keep_mask(weights.shape, self.dropout, weights.dtype)) @ v
 

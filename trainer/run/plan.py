@@ -5,12 +5,15 @@
 so that a run that cannot start fails before a run directory exists. ``resolve_config`` fills
 in what a config may leave open when the run starts: the seed and the schedule length.
 ``stop_early_layer`` is what --max-steps means: stop at step N, keep the planned schedule.
+A run whose memory floor exceeds the machine's is refused here too (trainer/run/memory.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets
+from pathlib import Path
 
 from trainer.config.compose import ConfigLayer, compose_config
 from trainer.config.schema import TrainingConfig
@@ -19,6 +22,7 @@ from trainer.data.corpus import check_data_file
 from trainer.data.windows import check_window_fits, split_sizes
 from trainer.errors import ConfigError, ConfigValueError, UsageError
 from trainer.models.source import check_tokenizer_setting, registry_of, select_model
+from trainer.run.memory import Architecture, check_fits, custom_architecture, device_memory, hf_architecture
 from trainer.run.resume_plan import ResumePlan, plan_branch, plan_resume
 from trainer.training.distributed import current, on_main
 
@@ -41,12 +45,31 @@ def plan_run(layers: list[ConfigLayer]) -> tuple[TrainingConfig, ResumePlan | No
     else:
         plan = None
     config = plan.config if plan else config
-    if plan is None:
-        select_model(config)  # an unknown model or missing files: exit 2 before any directory exists
+    # An unknown model or missing files: exit 2 before any directory exists. A resumed or
+    # branched run's model is its checkpoint.
+    model_dir = plan.checkpoint if plan else select_model(config).directory
     check_tokenizer_setting(config)
     check_batch_split(config, current().world_size)
     check_data(config)
+    check_fits(config, _architecture(config, model_dir), current().world_size, device_memory(config.device))
     return config, plan
+
+
+def _architecture(config: TrainingConfig, model_dir: Path | None) -> Architecture:
+    """The shape the memory check counts: a Hugging Face model's config.json, a saved custom
+    model's own shape, or the config's. A character vocabulary is small; 256 stands for it."""
+    if model_dir is not None:
+        hf = hf_architecture(model_dir, None)
+        if hf is not None:
+            return hf
+        saved = model_dir / "model_config.json"
+        if saved.is_file():
+            shape = json.loads(saved.read_text(encoding="utf-8"))
+            config = dataclasses.replace(config, **{k: shape[k] for k in _SHAPE_KEYS if k in shape})
+    return custom_architecture(config, vocab_size=256)
+
+
+_SHAPE_KEYS = ("n_layers", "d_model", "n_heads", "d_ff", "max_seq_len")
 
 
 def check_data(config: TrainingConfig) -> None:

@@ -136,8 +136,8 @@ def shutdown() -> None:
 
 def wrap_ddp(model, device):
     """``model`` under DistributedDataParallel, which averages gradients over the ranks during
-    backward and, at construction, gives every rank rank 0's weights. Buffers (the causal
-    mask) are constants, so they are not re-broadcast at every forward."""
+    backward and, at construction, gives every rank rank 0's weights. The models' buffers (a
+    Hugging Face model's rotary frequencies) are constants: not re-broadcast at every forward."""
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(
