@@ -29,7 +29,7 @@ from registry.store import (
     moves_undone_on_failure,
     validate_name,
 )
-from trainer.errors import ExitCode, ImportModelError, UsageError
+from trainer.errors import ExitCode, ImportModelError, StorageError, UsageError
 from trainer.files import describe_files
 
 # What a causal LM needs to load and tokenize; nothing else (no README, no .bin twins).
@@ -194,7 +194,11 @@ def _copy_files(files: list[Path], staged: Path) -> None:
         for path in files:
             shutil.copyfile(path, staged / path.name)  # follows the cache's links to the real blobs
     except OSError as err:
-        raise ImportModelError(f"cannot copy the model's files ({err})", exit_code=ExitCode.USAGE) from err
+        # The disk (full, read-only) is at fault, not the command: a runtime error, exit 1.
+        raise StorageError(
+            f"cannot copy the model's files into {staged}: {err.strerror or err}; nothing was registered",
+            path=str(staged),
+        ) from err
 
 
 def commit_staged(registry: Registry, entry: ModelEntry, staged: Path, force: bool) -> ModelEntry:
@@ -268,7 +272,7 @@ def _read_config(directory: Path) -> dict[str, Any]:
         raise ImportModelError(
             f"{directory} has no config.json: not a Hugging Face model directory", exit_code=ExitCode.USAGE
         ) from err
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: absurdly nested JSON
         raise ImportModelError(
             f"{directory}/config.json is not readable JSON ({err})", exit_code=ExitCode.USAGE
         ) from err
@@ -321,7 +325,7 @@ def _json_or_empty(path: Path) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: absurdly nested JSON
         raise ImportModelError(f"{path} is not readable JSON ({err})", exit_code=ExitCode.USAGE) from err
     return data if isinstance(data, dict) else {}
 

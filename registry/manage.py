@@ -208,7 +208,7 @@ def _check_readable(directory: Path, entry: ModelEntry) -> list[str]:
     if config.is_file():
         try:
             json.loads(config.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:  # RecursionError: absurdly nested JSON
             problems.append(f"config.json does not parse ({err})")
     for weights in sorted(directory.glob("*.safetensors")):
         try:

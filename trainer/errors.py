@@ -38,9 +38,9 @@ _EXIT_CODE_MEANINGS = {
     ExitCode.DATA: "data error: the data file is missing, empty, not UTF-8 or too short",
     ExitCode.NON_FINITE: "the loss became NaN or infinite (nothing is saved for that step)",
     ExitCode.REGISTRY: "the model registry is inconsistent or its index unreadable (validate-registry lists why)",
-    ExitCode.SIGINT: "interrupted by SIGINT (Ctrl-C), after saving a checkpoint",
+    ExitCode.SIGINT: "interrupted by SIGINT (Ctrl-C); during training, after saving a checkpoint",
     ExitCode.SIGPIPE: "stdout was closed by its reader (e.g. piped into head); stopped quietly",
-    ExitCode.SIGTERM: "interrupted by SIGTERM (or SIGUSR1/SIGUSR2 from a scheduler), after saving a checkpoint",
+    ExitCode.SIGTERM: "interrupted by SIGTERM, SIGUSR1 or SIGUSR2 (a scheduler); during training, after saving a checkpoint",
 }
 
 

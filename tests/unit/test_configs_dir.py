@@ -42,10 +42,12 @@ def test_config_loads_and_opens_with_its_command(path: Path):
         assert model.blocks[0].attn.dropout == config.dropout
 
 
-def test_default_yaml_is_exactly_the_defaults():
-    from trainer.config.schema import TrainingConfig
+def test_default_yaml_is_exactly_the_defaults_and_names_every_field():
+    from trainer.config.schema import FIELD_NAMES, TrainingConfig
 
-    assert compose_config([yaml_layer(str(REPO / "configs" / "default.yaml"))]) == TrainingConfig()
+    layer = yaml_layer(str(REPO / "configs" / "default.yaml"))
+    assert compose_config([layer]) == TrainingConfig()
+    assert sorted(layer.values) == sorted(FIELD_NAMES)
 
 
 def test_examples_differ_as_they_claim():

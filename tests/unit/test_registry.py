@@ -375,3 +375,28 @@ def test_training_refuses_a_model_linked_out_of_the_registry(registry, tiny_qwen
 def test_register_from_run_directory_leaves_optimizer_and_manifest(registry, custom_run):
     entry = register_checkpoint(registry, custom_run.run_dir, "from-run-dir")
     assert set(entry.files) == {"model.safetensors", "model_config.json", "tokenizer.json", "trainer_state.json"}
+
+
+def test_an_import_that_cannot_copy_its_files_names_the_disk_and_leaves_nothing(registry, tiny_qwen_dir, monkeypatch):
+    import errno
+    import shutil as shutil_module
+
+    def full_disk(source, target, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(shutil_module, "copyfile", full_disk)
+    with pytest.raises(StorageError, match="cannot copy the model's files .*No space left on device") as info:
+        import_model(registry, str(tiny_qwen_dir), name="a")
+    monkeypatch.undo()
+    assert info.value.exit_code == 1
+    assert not any(p.name.startswith(".importing-") for p in registry.root.iterdir()) and "a" not in registry.entries()
+    import_model(registry, str(tiny_qwen_dir), name="a")  # once there is room, the same command works
+
+
+def test_a_deeply_nested_config_json_is_refused_as_unreadable(registry, tiny_qwen_dir, tmp_path):
+    broken = tmp_path / "nested"
+    shutil.copytree(tiny_qwen_dir, broken)
+    (broken / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ImportModelError, match="not readable JSON") as info:
+        import_model(registry, str(broken), name="nested")
+    assert info.value.exit_code == 2
