@@ -69,6 +69,22 @@ def test_two_ranks_equal_one_and_resume_across_world_sizes(tmp_path, tiny):
     assert close(step_losses(parted), step_losses(two_dir), 1e-5)
 
 
+def test_one_console_under_torchrun_warnings_included(tmp_path, tiny, corpus_file):
+    """Only rank 0 talks: lines every rank would log alike (here two warnings about a registered
+    model's own shape) appear once."""
+    assert run_main("--config", str(tiny), "--max-steps", "2", cwd=tmp_path).returncode == 0
+    (run_dir,) = run_dirs(tmp_path)
+    registered = run_main("register-model", str(run_dir), "--name", "tiny-custom", cwd=tmp_path)
+    assert registered.returncode == 0, registered.stderr
+    settings = ["model_name=tiny-custom", "n_layers=3", "max_seq_len=64", "max_steps=2", f"data_path={corpus_file}"]
+    two = torchrun(*settings, cwd=tmp_path)
+    assert two.returncode == 0, two.stderr
+    ours = [line for line in two.stderr.splitlines() if line and not line.startswith(("W1", "*", "["))]
+    assert any("ignored from the config: n_layers=3 (the model has 2)" in line for line in ours), two.stderr
+    assert any("max_seq_len=64 capped to 32" in line for line in ours), two.stderr
+    assert len(ours) == len(set(ours)), two.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
