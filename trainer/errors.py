@@ -35,7 +35,7 @@ _EXIT_CODE_MEANINGS = {
     ExitCode.RUNTIME: "an unexpected runtime error",
     ExitCode.USAGE: "usage or config error: bad flag, config file, key, type or value; an unusable checkpoint",
     ExitCode.DATA: "data error: the data file is missing, empty, not UTF-8 or too short",
-    ExitCode.NON_FINITE: "the loss became NaN or infinite (nothing is saved for that step)",
+    ExitCode.NON_FINITE: "the loss, the weights or the optimizer state became NaN or infinite (nothing is saved for that step)",
     ExitCode.REGISTRY: "the model registry is inconsistent or its index unreadable (validate-registry lists why)",
     ExitCode.SIGINT: "interrupted by SIGINT (Ctrl-C), after saving a checkpoint",
     ExitCode.SIGTERM: "interrupted by SIGTERM (or SIGUSR1/SIGUSR2 from a scheduler), after saving a checkpoint",
@@ -133,6 +133,22 @@ class NonFiniteLossError(LmrunnerError):
         )
         self.step = step
         self.loss = loss
+
+
+class NonFiniteStateError(LmrunnerError):
+    """The weights or optimizer state hold NaN or infinity although the loss was finite (exit 4);
+    found before a checkpoint is written, so none is written for that step."""
+
+    exit_code = ExitCode.NON_FINITE
+
+    def __init__(self, step: int, what: str):
+        super().__init__(
+            f"{what} became NaN or infinite at step {step}; stopped without saving that step",
+            hint="start a new run with a lower learning_rate, more warmup_steps and grad_clip on "
+            "(resuming would repeat the same steps); earlier checkpoints are intact",
+        )
+        self.step = step
+        self.what = what
 
 
 class TrainingInterrupted(LmrunnerError):

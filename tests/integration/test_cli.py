@@ -130,6 +130,7 @@ def test_help_lists_options():
         (["--config", "{badtype}"], 2, ["batch_size='lots'", "expected int"]),
         (["d_model=100", "n_heads=3"], 2, ["d_model=100", "n_heads=3", "divisible"]),
         (["dropout=1.5"], 2, ["dropout=1.5"]),
+        (["learning_rate=inf"], 2, ["learning_rate=inf", "must be a finite number"]),
         (["lerning_rate=0.1"], 2, ["did you mean 'learning_rate'"]),
         (["max_steps"], 2, ["key=value"]),
         (["--config", "{latin1}"], 2, ["latin1.txt", "UTF-8"]),
@@ -146,6 +147,11 @@ def test_help_lists_options():
             ["--data", "{corpus}", "learning_rate=1e30", "warmup_steps=0", "grad_clip=null", "max_steps=20"],
             4,
             ["loss became", "at step"],
+        ),
+        (
+            ["--data", "{corpus}", "learning_rate=3e38", "warmup_steps=0", "grad_clip=null", "checkpoint_cadence=1"],
+            4,
+            ["the weights", "became NaN or infinite at step 1", "without saving"],
         ),
     ],
 )

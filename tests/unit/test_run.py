@@ -7,10 +7,11 @@ import torch
 
 from tests.conftest import read_events, step_losses, tiny_config
 from trainer.config.compose import ConfigLayer
-from trainer.errors import NonFiniteLossError
+from trainer.errors import NonFiniteLossError, NonFiniteStateError
 from trainer.models.transformer import Transformer
 from trainer.run.execute import run_training
 from trainer.run.plan import plan_run
+from trainer.training.loop import Trainer
 
 
 def run(config, run_dir, resume=None):
@@ -83,6 +84,42 @@ def test_non_finite_loss_stops_without_checkpoint(tmp_path, corpus_file, monkeyp
     with pytest.raises(NonFiniteLossError) as info:
         run(tiny_config(corpus_file, checkpoint_cadence=1, eval_cadence=None, sampling_cadence=None), run_dir)
     assert info.value.step == 3 and info.value.exit_code == 4
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
+    tail = read_events(run_dir)[-2:]
+    assert tail[0]["event"] == "error" and tail[0]["failed_step"] == 3
+    assert tail[1]["event"] == "run_end" and tail[1]["status"] == "failed"
+
+
+def poison_after_step(monkeypatch, at_step, poison):
+    """After the optimizer step ``at_step`` (whose loss was finite), ``poison(trainer)``."""
+    original = Trainer.training_step
+
+    def training_step(self, batch):
+        loss = original(self, batch)
+        if self.step == at_step:
+            poison(self)
+        return loss
+
+    monkeypatch.setattr(Trainer, "training_step", training_step)
+
+
+def poison_weight(trainer):
+    next(trainer.model.parameters()).data[0] = float("inf")
+
+
+def poison_moment(trainer):
+    state = next(iter(trainer.optimizer.state.values()))
+    state["exp_avg_sq"][0] = float("nan")
+
+
+@pytest.mark.parametrize("poison, what", [(poison_weight, "weights"), (poison_moment, "optimizer state")])
+def test_non_finite_state_is_never_saved(tmp_path, corpus_file, monkeypatch, poison, what):
+    poison_after_step(monkeypatch, 3, poison)
+    run_dir = tmp_path / "poisoned"
+    with pytest.raises(NonFiniteStateError) as info:
+        run(tiny_config(corpus_file, checkpoint_cadence=1, eval_cadence=None, sampling_cadence=None), run_dir)
+    assert info.value.step == 3 and info.value.exit_code == 4
+    assert what in str(info.value) and "step 3" in str(info.value)
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
     tail = read_events(run_dir)[-2:]
     assert tail[0]["event"] == "error" and tail[0]["failed_step"] == 3

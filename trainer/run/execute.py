@@ -17,7 +17,7 @@ import torch
 
 from trainer.config.schema import TrainingConfig
 from trainer.data.corpus import load_corpus
-from trainer.errors import NonFiniteLossError, TrainingInterrupted
+from trainer.errors import NonFiniteLossError, NonFiniteStateError, TrainingInterrupted
 from trainer.models.source import ModelSource, lineage_for, select_model
 from trainer.run.build import new_adapter, new_trainer, restore_trainer
 from trainer.run.events import EventLog, new_run_id
@@ -116,9 +116,10 @@ def run_training(
     except (TrainingInterrupted, KeyboardInterrupt):  # KeyboardInterrupt: a second Ctrl-C, mid-save
         status = "interrupted"
         raise
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, NonFiniteStateError) as err:
         if trainer:
-            trainer.report("error", kind="non_finite_loss", message=str(err), failed_step=err.step)
+            kind = "non_finite_loss" if isinstance(err, NonFiniteLossError) else "non_finite_state"
+            trainer.report("error", kind=kind, message=str(err), failed_step=err.step)
         raise
     except Exception as err:
         if trainer:

@@ -26,8 +26,9 @@ from trainer.checkpoint.write import write_checkpoint
 from trainer.config.schema import TrainingConfig
 from trainer.data.sampler import ResumableBatchSampler, train_loader
 from trainer.data.windows import WindowDataset
-from trainer.errors import NonFiniteLossError, TrainingInterrupted
+from trainer.errors import NonFiniteLossError, NonFiniteStateError, TrainingInterrupted
 from trainer.training import distributed
+from trainer.training.finite import first_non_finite, optimizer_tensors
 from trainer.training.hooks import Hook
 from trainer.training.lr_schedule import lr_at, set_lr
 from trainer.training.rng_state import capture_rng_state, restore_rng_state
@@ -274,6 +275,7 @@ class Trainer:
         return path
 
     def _write_checkpoint(self, rng_states: list[dict[str, Any]]) -> Path:
+        self._check_finite()  # before any file of this step exists: nothing non-finite is ever saved
         # Rank 0's state at the top level (what a single process restores); all ranks' under
         # "per_rank", so a run resumed on as many ranks gets each its own dropout stream back.
         rng = {**rng_states[0], "per_rank": rng_states} if len(rng_states) > 1 else rng_states[0]
@@ -288,6 +290,15 @@ class Trainer:
         if deleted:
             self.report("checkpoint_pruned", paths=[str(p) for p in deleted])
         return path
+
+    def _check_finite(self) -> None:
+        """The loss of a step can be finite while the update it made is not (an infinite rate)."""
+        bad = first_non_finite(self.model.state_dict().items())
+        if bad is not None:
+            raise NonFiniteStateError(self.step, f"the weights ({bad})")
+        bad = first_non_finite(optimizer_tensors(self.optimizer, self.model))
+        if bad is not None:
+            raise NonFiniteStateError(self.step, f"the optimizer state ({bad})")
 
     def trainer_state(self) -> dict[str, Any]:
         return {
