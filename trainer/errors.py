@@ -121,6 +121,18 @@ class CheckpointError(LmrunnerError):
         self.path = path
 
 
+class DiskWriteError(LmrunnerError):
+    """Writing a run's files failed: a full disk, a quota, permissions (exit 1). ``cause`` is the
+    operating system's reason (the first error, not what failed while cleaning up after it)."""
+
+    exit_code = ExitCode.RUNTIME
+
+    def __init__(self, what: str, path: str, cause: str, hint: str | None = None):
+        super().__init__(f"{what} failed: {cause} ({path})", hint)
+        self.path = path
+        self.cause = cause
+
+
 class NonFiniteLossError(LmrunnerError):
     """The loss became NaN or infinite (exit 4); no checkpoint is written for that step."""
 

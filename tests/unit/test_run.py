@@ -41,6 +41,24 @@ def test_resume_is_bit_identical(tmp_path, corpus_file):
     assert len({e["run_id"] for e in read_events(parted)}) == 1  # the same run, continued
 
 
+def resume_run(run_dir, max_steps):
+    """Resume ``run_dir`` in place up to ``max_steps``; return its (last) resume event."""
+    config, plan = plan_run([ConfigLayer("test", {"resume": str(run_dir), "max_steps": max_steps})])
+    assert plan.continue_in == run_dir
+    run(config, run_dir, resume=plan)
+    return [e for e in read_events(run_dir) if e["event"] == "resume"][-1]
+
+
+def test_resume_repairs_a_torn_event_log_before_appending(tmp_path, corpus_file):
+    run_dir = tmp_path / "torn"
+    run(tiny_config(corpus_file, max_steps=3, lr_decay_steps=6), run_dir)
+    with (run_dir / "events.jsonl").open("a") as events:
+        events.write('{"ts": "2026-11-24T10:00:00')  # 27 bytes: the disk filled mid-line
+    resumed = resume_run(run_dir, 6)
+    assert resumed["event_log_repaired"] == "dropped a torn last line of 27 bytes"
+    assert sorted(step_losses(run_dir)) == [1, 2, 3, 4, 5, 6]  # every line parses again
+
+
 def test_same_seed_same_losses_and_samples(tmp_path, corpus_file):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     run(tiny_config(corpus_file), a)

@@ -109,6 +109,7 @@ def run_training(
                 **{"from": str(resume.checkpoint)},
                 from_step=resume.state["step"],
                 mode="continuing this run" if continuing else "new branch in a new run directory",
+                event_log_repaired=events.repaired if events else None,
             )
         log_start(run, metadata, resume, continuing)
         trainer.fit()
