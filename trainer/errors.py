@@ -112,13 +112,15 @@ class DataError(LmrunnerError):
 
 
 class CheckpointError(LmrunnerError):
-    """A checkpoint is missing, incomplete, corrupt or incompatible (exit 2: the path given is unusable)."""
+    """A checkpoint is missing, incomplete, corrupt or incompatible (exit 2: the path given is unusable).
+    ``reason`` is the message without the path."""
 
     exit_code = ExitCode.USAGE
 
     def __init__(self, message: str, path: str, hint: str | None = None):
         super().__init__(f"{path}: {message}", hint)
         self.path = path
+        self.reason = message
 
 
 class DiskWriteError(LmrunnerError):

@@ -43,18 +43,17 @@ def fsync_dir(path: Path) -> None:
 _RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
-def write_failure_cause(err: BaseException) -> str:
-    """Why a write failed, in words: the first operating-system error in ``err``'s chain
-    ("No space left on device"), since libraries report their own error after the real one
-    (torch: "[enforce fail at inline_container.cc] unexpected pos ..."); else ``err``'s first line."""
+def os_error_cause(err: BaseException) -> str | None:
+    """Why a write failed, in words, if the operating system said why: the first such error in
+    ``err``'s chain ("No space left on device"), since libraries raise their own error on top
+    of the real one (torch: "[enforce fail at inline_container.cc] unexpected pos ...")."""
     for link in reversed(_exception_chain(err)):  # the oldest, the first to go wrong, first
         if isinstance(link, OSError) and link.errno:
             return os.strerror(link.errno)
         match = _RUST_OS_ERROR.search(str(link))
         if match:
             return os.strerror(int(match.group(1)))
-    first_line = (str(err).strip().splitlines() or [""])[0]
-    return f"{type(err).__name__}: {first_line}"
+    return None
 
 
 def _exception_chain(err: BaseException) -> list[BaseException]:

@@ -1,4 +1,7 @@
+import errno
+import io
 import json
+import os
 
 import pytest
 import torch
@@ -9,7 +12,7 @@ from trainer.checkpoint.layout import FORMAT_VERSION
 from trainer.checkpoint.tensors import load_tensors, save_tensors
 from trainer.checkpoint.verify import verify_checkpoint
 from trainer.checkpoint.write import write_checkpoint
-from trainer.errors import CheckpointError
+from trainer.errors import CheckpointError, DiskWriteError
 
 
 def write(tmp_path, step, payload=b"weights"):
@@ -134,3 +137,61 @@ def test_a_verified_file_is_hashed_once_but_changes_are_still_caught(tmp_path, m
     (path / "model.bin").write_bytes(b"WEIGHTS")  # same size, new bytes, new mtime
     with pytest.raises(CheckpointError, match="sha256"):
         verify_checkpoint(path)
+
+
+class DiskFull(io.RawIOBase):
+    """A file on a disk that fills up after ``allowed`` bytes (ENOSPC, as a real full disk)."""
+
+    def __init__(self, handle, allowed: int):
+        self.handle, self.allowed = handle, allowed
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        if self.allowed < len(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.allowed -= len(data)
+        return self.handle.write(data)
+
+
+def torch_save_onto_full_disk(directory):
+    (directory / "model.bin").write_bytes(b"weights")
+    with (directory / "optimizer.pt").open("wb") as handle:
+        torch.save({"t": torch.zeros(1000)}, DiskFull(handle, allowed=64))  # torch adds its own error on top
+
+
+def safetensors_onto_full_disk(directory):
+    raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+@pytest.mark.parametrize("writer", [torch_save_onto_full_disk, safetensors_onto_full_disk])
+def test_disk_full_names_the_cause_and_removes_only_the_partial(tmp_path, writer):
+    earlier = write(tmp_path, 10)
+    before = {p.name: p.read_bytes() for p in earlier.iterdir()}
+    with pytest.raises(DiskWriteError) as info:
+        write_checkpoint(tmp_path / "checkpoints", 20, [writer], {"run_id": "r", "config": {}})
+    message = str(info.value)
+    assert "No space left on device" in message and "step-00000020" in message, message
+    assert str(tmp_path / "checkpoints") in message and "inline_container" not in message, message
+    assert "--resume" in info.value.hint and info.value.exit_code == 1
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000010"]  # no partial left
+    assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before
+
+
+def test_a_failing_writer_that_is_not_the_disk_keeps_its_error(tmp_path):
+    def broken(directory):
+        raise TypeError("a bug in a writer")
+
+    with pytest.raises(TypeError, match="a bug in a writer"):
+        write_checkpoint(tmp_path / "checkpoints", 3, [broken], {"run_id": "r", "config": {}})
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+
+
+def test_a_damaged_checkpoint_in_the_way_is_refused_not_replaced(tmp_path):
+    damaged = write(tmp_path, 7, b"old")
+    (damaged / "model.bin").write_bytes(b"OLD")
+    with pytest.raises(CheckpointError, match="step-00000007.*does not verify"):
+        write(tmp_path, 7, b"new")
+    assert (damaged / "model.bin").read_bytes() == b"OLD"
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000007"]

@@ -7,7 +7,7 @@ import torch
 
 from tests.conftest import read_events, step_losses, tiny_config
 from trainer.config.compose import ConfigLayer
-from trainer.errors import NonFiniteLossError, NonFiniteStateError
+from trainer.errors import DiskWriteError, NonFiniteLossError, NonFiniteStateError
 from trainer.models.transformer import Transformer
 from trainer.run.execute import run_training
 from trainer.run.plan import plan_run
@@ -142,6 +142,65 @@ def test_non_finite_state_is_never_saved(tmp_path, corpus_file, monkeypatch, poi
     tail = read_events(run_dir)[-2:]
     assert tail[0]["event"] == "error" and tail[0]["failed_step"] == 3
     assert tail[1]["event"] == "run_end" and tail[1]["status"] == "failed"
+
+
+def test_disk_full_during_a_checkpoint_reports_the_first_error_only(tmp_path, corpus_file, monkeypatch, capsys):
+    import errno
+    import os
+
+    import trainer.run.events
+    from tests.unit.test_checkpoint import DiskFull
+    from trainer.checkpoint.verify import verify_checkpoint
+    from trainer.cli.errors import report_error
+
+    real_save, real_write, saves = torch.save, os.write, []
+
+    def save(obj, f, *args, **kwargs):
+        assert hasattr(f, "write"), "tensors must go through a Python file, so a failed write keeps its errno"
+        saves.append(f)
+        return real_save(obj, f if len(saves) <= 2 else DiskFull(f, allowed=64), *args, **kwargs)
+
+    def write(fd, data):  # once the disk is full, events.jsonl cannot grow either
+        if len(saves) > 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(torch, "save", save)  # the 3rd file saved, the first of step 4, fills the disk
+    monkeypatch.setattr(trainer.run.events.os, "write", write)
+    run_dir = tmp_path / "full"
+    config = tiny_config(corpus_file, max_steps=6, checkpoint_cadence=2, eval_cadence=None, sampling_cadence=None)
+    with pytest.raises(DiskWriteError) as info:
+        run(config, run_dir)
+    assert report_error(info.value) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "writing checkpoint step-00000004 failed: No space left on device" in line, line
+    assert str(run_dir / "checkpoints") in line and "--resume" in line and "inline_container" not in line
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-00000002"]  # no partial left
+    verify_checkpoint(run_dir / "checkpoints" / "step-00000002")
+    assert [e["step"] for e in read_events(run_dir) if e["event"] == "checkpoint"] == [2]
+
+
+def test_a_full_disk_under_train_log_prints_no_logging_tracebacks(tmp_path, capsys):
+    import errno
+    import logging
+
+    from trainer.run.execute import _attach_file_log
+
+    handler = _attach_file_log(tmp_path / "train.log")
+
+    class FullStream:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    handler.stream = FullStream()
+    try:
+        logging.getLogger("lmrunner").info("step 4: checkpoint ...")
+    finally:
+        logging.getLogger("lmrunner").removeHandler(handler)
+    assert "Logging error" not in capsys.readouterr().err  # the console and the one error line say it all
 
 
 def test_periodic_and_final_checkpoints_and_pruning(tmp_path, corpus_file):

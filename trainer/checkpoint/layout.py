@@ -20,3 +20,8 @@ STEP_DIR_PATTERN = re.compile(r"^step-(\d{8})$")
 
 def step_dir_name(step: int) -> str:
     return f"step-{step:08d}"
+
+
+def partial_dir_name(step: int, pid: int) -> str:
+    """The hidden directory a checkpoint is assembled in; the writer's pid tells whether it is alive."""
+    return f".partial-{step_dir_name(step)}-{pid}"

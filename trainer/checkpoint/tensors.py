@@ -9,7 +9,10 @@ import torch
 
 
 def save_tensors(obj: Any, path: Path) -> None:
-    torch.save(obj, path)
+    # Through a Python file, so a failed write (a full disk) raises OSError with its errno under
+    # torch's own error; given the path, torch reports only "PytorchStreamWriter failed".
+    with path.open("wb") as handle:
+        torch.save(obj, handle)
 
 
 def load_tensors(path: Path) -> Any:

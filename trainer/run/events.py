@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import DiskWriteError
-from trainer.files import write_failure_cause
+from trainer.files import os_error_cause
 from trainer.training.hooks import Hook
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class EventLog:
             raise DiskWriteError(
                 f"writing the {event} event",
                 str(self.path),
-                write_failure_cause(err),
+                os_error_cause(err) or str(err),
                 hint=f"free space there, then continue with: python main.py --resume {self.path.parent}",
             ) from err
         return record

@@ -7,6 +7,8 @@ event log with ``run_end`` whatever happened.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ import torch
 
 from trainer.config.schema import TrainingConfig
 from trainer.data.corpus import load_corpus
-from trainer.errors import NonFiniteLossError, NonFiniteStateError, TrainingInterrupted
+from trainer.errors import DiskWriteError, NonFiniteLossError, NonFiniteStateError, TrainingInterrupted
 from trainer.models.source import ModelSource, lineage_for, select_model
 from trainer.run.build import new_adapter, new_trainer, restore_trainer
 from trainer.run.events import EventLog, new_run_id
@@ -117,14 +119,9 @@ def run_training(
     except (TrainingInterrupted, KeyboardInterrupt):  # KeyboardInterrupt: a second Ctrl-C, mid-save
         status = "interrupted"
         raise
-    except (NonFiniteLossError, NonFiniteStateError) as err:
-        if trainer:
-            kind = "non_finite_loss" if isinstance(err, NonFiniteLossError) else "non_finite_state"
-            trainer.report("error", kind=kind, message=str(err), failed_step=err.step)
-        raise
     except Exception as err:
         if trainer:
-            trainer.report("error", kind=type(err).__name__, message=str(err))
+            _report_quietly(trainer, "error", **_error_fields(err))
         raise
     finally:
         result = RunResult(
@@ -138,7 +135,9 @@ def run_training(
             wall_time_s=round(time.monotonic() - started, 3),
         )
         if trainer:
-            trainer.report(
+            # After a failure, recording it must not replace it (a full disk fails both).
+            report = trainer.report if status == "completed" else functools.partial(_report_quietly, trainer)
+            report(
                 "run_end",
                 status=status,
                 final_loss=result.final_loss,
@@ -155,8 +154,29 @@ def run_training(
     return result
 
 
+def _error_fields(err: Exception) -> dict[str, Any]:
+    if isinstance(err, (NonFiniteLossError, NonFiniteStateError)):
+        kind = "non_finite_loss" if isinstance(err, NonFiniteLossError) else "non_finite_state"
+        return {"kind": kind, "message": str(err), "failed_step": err.step}
+    return {"kind": type(err).__name__, "message": str(err)}
+
+
+def _report_quietly(trainer: Trainer, event: str, **fields: Any) -> None:
+    """Report while another error is on its way out: if events.jsonl cannot be written
+    either, the first error is the one the user needs to see."""
+    with contextlib.suppress(DiskWriteError):
+        trainer.report(event, **fields)
+
+
+class _FileLog(logging.FileHandler):
+    def handleError(self, record: logging.LogRecord) -> None:
+        # A full disk: the console has the same lines, and a "--- Logging error ---" traceback
+        # for each of them would bury the one error line that says what happened.
+        pass
+
+
 def _attach_file_log(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _FileLog(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
