@@ -2,12 +2,20 @@ import errno
 import io
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import trainer.checkpoint.verify
-from trainer.checkpoint.find import latest_valid_checkpoint, list_checkpoints, prune_checkpoints, resolve_resume_path
+from trainer.checkpoint.find import (
+    latest_valid_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    remove_stale_leftovers,
+    resolve_resume_path,
+)
 from trainer.checkpoint.layout import FORMAT_VERSION
 from trainer.checkpoint.tensors import load_tensors, save_tensors
 from trainer.checkpoint.verify import verify_checkpoint
@@ -195,3 +203,60 @@ def test_a_damaged_checkpoint_in_the_way_is_refused_not_replaced(tmp_path):
         write(tmp_path, 7, b"new")
     assert (damaged / "model.bin").read_bytes() == b"OLD"
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000007"]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def leftover(checkpoints_dir, name):
+    path = checkpoints_dir / name
+    path.mkdir(parents=True)
+    (path / "model.bin").write_bytes(b"gigabytes")
+    return path
+
+
+def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    checkpoints = write(tmp_path, 10).parent
+    dead = dead_pid()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        killed_write = leftover(checkpoints, f".partial-step-00000020-{dead}")
+        killed_replace = leftover(checkpoints, f".stale-step-00000010-{dead}")
+        killed_prune = leftover(checkpoints, f".pruned-step-00000005-{dead}")
+        writing_now = leftover(checkpoints, f".partial-step-00000020-{sleeper.pid}")
+        ours = leftover(checkpoints, f".partial-step-00000030-{os.getpid()}")
+        not_ours = leftover(checkpoints, ".partial-notes")
+        removed = remove_stale_leftovers(checkpoints)
+        assert sorted(removed) == sorted([killed_write, killed_replace, killed_prune])
+        assert not any(p.exists() for p in removed)
+        assert writing_now.is_dir() and ours.is_dir() and not_ours.is_dir()
+        verify_checkpoint(checkpoints / "step-00000010")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert remove_stale_leftovers(tmp_path / "no-such-dir") == []
+
+
+def test_a_new_checkpoint_clears_dead_writers_leftovers(tmp_path):
+    checkpoints = write(tmp_path, 10).parent
+    stale = leftover(checkpoints, f".partial-step-00000020-{dead_pid()}")
+    write(tmp_path, 20)
+    assert not stale.exists()
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-00000010", "step-00000020"]
+
+
+def test_pruning_moves_a_checkpoint_out_of_sight_before_deleting_it(tmp_path, monkeypatch):
+    import trainer.checkpoint.find
+
+    for step in (1, 2):
+        write(tmp_path, step)
+    seen = []
+    monkeypatch.setattr(trainer.checkpoint.find, "_remove", lambda path: seen.append(path.name))
+    prune_checkpoints(tmp_path / "checkpoints", keep_last=1, newest_step=2)
+    # Killed before the removal ends, a pruned checkpoint is a hidden leftover, not a damaged step-*.
+    assert seen == [f".pruned-step-00000001-{os.getpid()}"]
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000002"]

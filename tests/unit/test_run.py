@@ -1,6 +1,8 @@
 """The training pipeline in-process: resume exactness, reproducibility, failure handling."""
 
 import dataclasses
+import logging
+import os
 
 import pytest
 import torch
@@ -57,6 +59,20 @@ def test_resume_repairs_a_torn_event_log_before_appending(tmp_path, corpus_file)
     resumed = resume_run(run_dir, 6)
     assert resumed["event_log_repaired"] == "dropped a torn last line of 27 bytes"
     assert sorted(step_losses(run_dir)) == [1, 2, 3, 4, 5, 6]  # every line parses again
+
+
+def test_resume_removes_leftovers_of_a_killed_write_and_says_so(tmp_path, corpus_file, caplog):
+    from tests.unit.test_checkpoint import dead_pid, leftover
+
+    run_dir = tmp_path / "killed"
+    run(tiny_config(corpus_file, max_steps=3, lr_decay_steps=6), run_dir)
+    killed = leftover(run_dir / "checkpoints", f".partial-step-00000004-{dead_pid()}")
+    alive = leftover(run_dir / "checkpoints", f".partial-step-00000004-{os.getppid()}")  # a live writer's
+    with caplog.at_level(logging.INFO, logger="lmrunner"):
+        resumed = resume_run(run_dir, 6)
+    assert resumed["cleaned"] == [str(killed)]
+    assert not killed.exists() and alive.is_dir()
+    assert f"removed {killed} (left by a killed checkpoint write)" in caplog.text
 
 
 def test_same_seed_same_losses_and_samples(tmp_path, corpus_file):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
-from trainer.checkpoint.layout import MANIFEST, STEP_DIR_PATTERN
+from trainer.checkpoint.layout import LEFTOVER_PATTERN, MANIFEST, STEP_DIR_PATTERN, hidden_dir_name
 from trainer.checkpoint.verify import verify_checkpoint
 from trainer.errors import CheckpointError
 
@@ -58,11 +59,50 @@ def prune_checkpoints(checkpoints_dir: Path, keep_last: int | None, newest_step:
     a run this one branched from, or damaged) are not this run's to judge: they stay."""
     if keep_last is None:
         return []
-    ours = [p for p in list_checkpoints(checkpoints_dir) if int(STEP_DIR_PATTERN.match(p.name).group(1)) <= newest_step]
+    ours = [p for p in list_checkpoints(checkpoints_dir) if step_of(p) <= newest_step]
     doomed = ours[:-keep_last]
     for path in doomed:
-        if path.is_symlink():  # never follow a link out of the run directory
-            path.unlink()
-        else:
-            shutil.rmtree(path)
+        # Out of sight first (one rename): killed while deleting, it is a hidden leftover that
+        # the next write removes, not a half-deleted step-* that looks damaged.
+        hidden = path.with_name(hidden_dir_name("pruned", step_of(path), os.getpid()))
+        os.replace(path, hidden)
+        _remove(hidden)
     return doomed
+
+
+def remove_stale_leftovers(checkpoints_dir: Path) -> list[Path]:
+    """Remove the hidden directories (partial, stale, pruned) of writers that are gone, killed
+    mid-write; return them. A process that is still alive keeps its own (the name holds its pid)."""
+    if not checkpoints_dir.is_dir():
+        return []
+    removed = []
+    for path in sorted(checkpoints_dir.iterdir()):
+        match = LEFTOVER_PATTERN.match(path.name)
+        if match and not _is_alive(int(match.group(1))):
+            _remove(path)
+            removed.append(path)
+    return removed
+
+
+def step_of(path: Path) -> int:
+    return int(STEP_DIR_PATTERN.match(path.name).group(1))
+
+
+def _is_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (this process counts as alive)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's process
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink():  # never follow a link out of the run directory
+        path.unlink()
+    else:
+        shutil.rmtree(path)

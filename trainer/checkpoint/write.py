@@ -8,7 +8,15 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from trainer.checkpoint.layout import FORMAT_VERSION, MANIFEST, TRAINER_STATE, partial_dir_name, step_dir_name
+from trainer.checkpoint.find import remove_stale_leftovers, step_of
+from trainer.checkpoint.layout import (
+    FORMAT_VERSION,
+    MANIFEST,
+    TRAINER_STATE,
+    hidden_dir_name,
+    partial_dir_name,
+    step_dir_name,
+)
 from trainer.checkpoint.verify import verify_checkpoint
 from trainer.errors import CheckpointError, DiskWriteError
 from trainer.files import describe_files, fsync_dir, fsync_file, os_error_cause
@@ -29,6 +37,7 @@ def write_checkpoint(checkpoints_dir: Path, step: int, writers: list[FileWriter]
     partial = checkpoints_dir / partial_dir_name(step, os.getpid())
     try:
         checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_leftovers(checkpoints_dir)  # a killed writer's gigabytes, before adding ours
         shutil.rmtree(partial, ignore_errors=True)
         _assemble(partial, step, writers, trainer_state)
         _publish(partial, final)
@@ -65,7 +74,7 @@ def _publish(partial: Path, final: Path) -> None:
     """Rename the finished directory into place; the same step saved again replaces it whole."""
     stale = None
     if final.exists():
-        stale = final.with_name(f".stale-{final.name}-{os.getpid()}")
+        stale = final.with_name(hidden_dir_name("stale", step_of(final), os.getpid()))
         os.replace(final, stale)
     os.replace(partial, final)  # right after: the step is without a directory for one rename only
     fsync_dir(final.parent)

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from trainer.run.events import EventLog, new_run_id
 from trainer.run.hooks import default_hooks
 from trainer.run.metadata import fine_tune_mode, log_start, run_metadata
 from trainer.run.plan import resolve_config
+from trainer.run.reopen import Reopened, reopen_for_writing
 from trainer.run.resume_plan import ResumePlan
 from trainer.run.rundir import write_resolved_config
 from trainer.training import distributed
@@ -74,6 +75,7 @@ def run_training(
         write_resolved_config(run_dir, config.to_dict())
     file_log = _attach_file_log(run_dir / "train.log") if ranks.is_main else logging.NullHandler()
     events = EventLog(run_dir / "events.jsonl", run_id) if ranks.is_main else None
+    reopened = reopen_for_writing(run_dir, events) if continuing and events else Reopened()
     if resume:
         lineage = resume.state.get("lineage") or lineage_for(ModelSource())  # kept as the checkpoint has it
     else:
@@ -111,7 +113,7 @@ def run_training(
                 **{"from": str(resume.checkpoint)},
                 from_step=resume.state["step"],
                 mode="continuing this run" if continuing else "new branch in a new run directory",
-                event_log_repaired=events.repaired if events else None,
+                **asdict(reopened),
             )
         log_start(run, metadata, resume, continuing)
         trainer.fit()
