@@ -189,7 +189,20 @@ def test_corrupt_checkpoint_is_refused_and_untouched(tmp_path, corpus_file):
     assert_one_line_error(result, 2, "step-00000003", "truncated or altered")
     # Given the run directory, resume finds no complete checkpoint rather than loading this one.
     result = run_main("--resume", str(run_dir), cwd=tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert_one_line_error(result, 2, "no complete checkpoint", "step-00000003", "truncated or altered")
+
+
+def test_resume_says_which_damaged_checkpoint_it_skipped_and_keeps_it(tmp_path, corpus_file):
+    assert run_main(*tiny(corpus_file, "max_steps=4", "checkpoint_cadence=2"), cwd=tmp_path).returncode == 0
+    (run_dir,) = run_dirs(tmp_path)
+    damaged = run_dir / "checkpoints/step-00000004"
+    (damaged / "optimizer.pt").write_bytes(b"not what was saved")
+    result = run_main("--resume", str(run_dir), "--max-steps", "5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if "step-00000004" in line and "skipped" in line]
+    assert "optimizer.pt is truncated or altered" in warning and "step-00000004.damaged" in warning
+    assert (run_dir / "checkpoints/step-00000004.damaged/optimizer.pt").read_bytes() == b"not what was saved"
+    assert sorted(step_losses(run_dir)) == [1, 2, 3, 4, 5]
 
 
 def test_resume_refuses_changed_architecture_and_other_data(tmp_path, corpus_file):

@@ -75,6 +75,43 @@ def test_resume_removes_leftovers_of_a_killed_write_and_says_so(tmp_path, corpus
     assert f"removed {killed} (left by a killed checkpoint write)" in caplog.text
 
 
+def flip_bytes(file, at=-20):
+    """Same size, other bytes: only the sha256 can tell."""
+    data = bytearray(file.read_bytes())
+    data[at] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+def test_resume_sets_a_damaged_newest_checkpoint_aside_and_says_so(tmp_path, corpus_file, caplog):
+    straight = tmp_path / "straight"
+    run(tiny_config(corpus_file, max_steps=8, checkpoint_cadence=2), straight)
+    run_dir = tmp_path / "damaged"
+    run(tiny_config(corpus_file, max_steps=6, lr_decay_steps=8, checkpoint_cadence=2), run_dir)
+    damaged = run_dir / "checkpoints" / "step-00000006"
+    flip_bytes(damaged / "model.safetensors")
+    damaged_bytes = (damaged / "model.safetensors").read_bytes()
+    with caplog.at_level(logging.INFO, logger="lmrunner"):
+        resumed = resume_run(run_dir, 8)
+    assert resumed["from"] == str(run_dir / "checkpoints" / "step-00000004")
+    aside = run_dir / "checkpoints" / "step-00000006.damaged"
+    (line,) = [r.getMessage() for r in caplog.records if "step-00000006" in r.getMessage()]
+    assert line == (
+        f"skipped checkpoint {damaged}: corrupt checkpoint: model.safetensors does not match its sha256; "
+        f"moved it aside to {aside}"
+    )
+    assert resumed["set_aside"] == [
+        {
+            "path": str(damaged),
+            "reason": "corrupt checkpoint: model.safetensors does not match its sha256",
+            "moved_to": str(aside),
+        }
+    ]
+    assert (aside / "model.safetensors").read_bytes() == damaged_bytes  # kept as it was, never overwritten
+    assert step_losses(run_dir) == step_losses(straight)  # steps 5 and 6 again, then 7 and 8
+    final = "checkpoints/step-00000008/model.safetensors"
+    assert (run_dir / final).read_bytes() == (straight / final).read_bytes()
+
+
 def test_same_seed_same_losses_and_samples(tmp_path, corpus_file):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     run(tiny_config(corpus_file), a)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.checkpoint.layout import LEFTOVER_PATTERN, MANIFEST, STEP_DIR_PATTERN, hidden_dir_name
@@ -19,15 +21,42 @@ def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
-def latest_valid_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The newest checkpoint that verifies completely (a damaged newer one is passed over)."""
+@dataclass(frozen=True)
+class Damaged:
+    """A checkpoint directory that does not verify, and why (naming the file at fault)."""
+
+    path: Path
+    reason: str
+
+
+def newest_valid(checkpoints_dir: Path) -> tuple[Path | None, list[Damaged]]:
+    """The newest checkpoint that verifies completely, and the damaged ones newer than it
+    (newest first), which the caller must not pass over in silence."""
+    damaged = []
     for candidate in reversed(list_checkpoints(checkpoints_dir)):
         try:
             verify_checkpoint(candidate)
-        except CheckpointError:
+        except CheckpointError as err:
+            damaged.append(Damaged(candidate, err.reason))
             continue
-        return candidate
-    return None
+        return candidate, damaged
+    return None, damaged
+
+
+def latest_valid_checkpoint(checkpoints_dir: Path) -> Path | None:
+    return newest_valid(checkpoints_dir)[0]
+
+
+def set_aside(damaged: Path) -> Path:
+    """Rename a damaged checkpoint to a sibling that says so (``step-N.damaged``), which nothing
+    lists as a checkpoint or cleans up; return where it went. Never deleted: it may be all
+    that is left of that step."""
+    for n in itertools.count():
+        aside = damaged.with_name(f"{damaged.name}.damaged" + (f"-{n}" if n else ""))
+        if not (aside.exists() or aside.is_symlink()):  # os.replace would replace an empty directory
+            os.replace(damaged, aside)
+            return aside
+    raise AssertionError("unreachable")
 
 
 def resolve_resume_path(path: Path) -> Path:
@@ -35,15 +64,9 @@ def resolve_resume_path(path: Path) -> Path:
     if (path / MANIFEST).exists() or STEP_DIR_PATTERN.match(path.name):
         return path
     if path.is_dir() and (path / "checkpoints").is_dir():
-        latest = latest_valid_checkpoint(path / "checkpoints")
-        if latest is None:
-            raise CheckpointError("run directory has no complete checkpoint", str(path))
-        return latest
+        return _newest_valid_or_refuse(path / "checkpoints", path, "run directory has no complete checkpoint")
     if path.is_dir() and list_checkpoints(path):
-        latest = latest_valid_checkpoint(path)
-        if latest is None:
-            raise CheckpointError("no complete checkpoint in this directory", str(path))
-        return latest
+        return _newest_valid_or_refuse(path, path, "no complete checkpoint in this directory")
     if not path.exists():
         raise CheckpointError("checkpoint not found", str(path), hint="give a checkpoint directory or a run directory")
     raise CheckpointError(
@@ -51,6 +74,14 @@ def resolve_resume_path(path: Path) -> Path:
         str(path),
         hint="give a run directory (outputs/<date>/<time>) or one of its checkpoints/step-* directories",
     )
+
+
+def _newest_valid_or_refuse(checkpoints_dir: Path, given: Path, message: str) -> Path:
+    latest, damaged = newest_valid(checkpoints_dir)
+    if latest is None:
+        why = f" (the newest, {damaged[0].path.name}: {damaged[0].reason})" if damaged else ""
+        raise CheckpointError(message + why, str(given))
+    return latest
 
 
 def prune_checkpoints(checkpoints_dir: Path, keep_last: int | None, newest_step: int) -> list[Path]:

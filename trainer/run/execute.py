@@ -75,7 +75,7 @@ def run_training(
         write_resolved_config(run_dir, config.to_dict())
     file_log = _attach_file_log(run_dir / "train.log") if ranks.is_main else logging.NullHandler()
     events = EventLog(run_dir / "events.jsonl", run_id) if ranks.is_main else None
-    reopened = reopen_for_writing(run_dir, events) if continuing and events else Reopened()
+    reopened = reopen_for_writing(run_dir, events, resume.damaged) if continuing and events else Reopened()
     if resume:
         lineage = resume.state.get("lineage") or lineage_for(ModelSource())  # kept as the checkpoint has it
     else:
