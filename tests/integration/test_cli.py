@@ -205,6 +205,19 @@ def test_resume_says_which_damaged_checkpoint_it_skipped_and_keeps_it(tmp_path, 
     assert sorted(step_losses(run_dir)) == [1, 2, 3, 4, 5]
 
 
+def test_a_linked_step_directory_is_one_line_exit_2(tmp_path, corpus_file):
+    assert run_main(*tiny(corpus_file, "max_steps=2"), cwd=tmp_path).returncode == 0
+    (run_dir,) = run_dirs(tmp_path)
+    link = run_dir / "checkpoints/step-00000005"
+    (tmp_path / "notes").mkdir()
+    for target in (tmp_path / "gone", link, tmp_path / "notes"):  # dangling, a loop, not a checkpoint
+        link.symlink_to(target)
+        for given in (link, run_dir):
+            result = run_main("--resume", str(given), "--max-steps", "6", cwd=tmp_path)
+            assert_one_line_error(result, 2, "step-00000005: is a symbolic link", "remove the link")
+        link.unlink()
+
+
 def test_resume_refuses_changed_architecture_and_other_data(tmp_path, corpus_file):
     assert run_main(*tiny(corpus_file, "max_steps=3"), cwd=tmp_path).returncode == 0
     (run_dir,) = run_dirs(tmp_path)

@@ -260,3 +260,28 @@ def test_pruning_moves_a_checkpoint_out_of_sight_before_deleting_it(tmp_path, mo
     # Killed before the removal ends, a pruned checkpoint is a hidden leftover, not a damaged step-*.
     assert seen == [f".pruned-step-00000001-{os.getpid()}"]
     assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["step-00000002"]
+
+
+def make_link(checkpoints, kind, elsewhere):
+    link = checkpoints / "step-00000020"
+    targets = {
+        "dangling": checkpoints / "step-00000099",
+        "loop": link,  # a link to itself
+        "non-checkpoint": elsewhere / "notes",
+        "valid checkpoint elsewhere": elsewhere / "checkpoints" / "step-00000010",
+    }
+    (elsewhere / "notes").mkdir(parents=True, exist_ok=True)
+    link.symlink_to(targets[kind])
+    return link
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop", "non-checkpoint", "valid checkpoint elsewhere"])
+def test_a_step_directory_that_is_a_link_is_refused(tmp_path, kind):
+    write(tmp_path / "run", 10)
+    write(tmp_path / "other", 10)
+    link = make_link(tmp_path / "run" / "checkpoints", kind, tmp_path / "other")
+    for given in (link, tmp_path / "run"):  # the link itself, or the run directory holding it
+        with pytest.raises(CheckpointError, match="step-00000020: is a symbolic link") as info:
+            verify_checkpoint(resolve_resume_path(given))
+        assert "\n" not in str(info.value) and "remove the link" in info.value.hint
+    assert link.is_symlink()  # left as it is

@@ -9,15 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.checkpoint.layout import LEFTOVER_PATTERN, MANIFEST, STEP_DIR_PATTERN, hidden_dir_name
-from trainer.checkpoint.verify import verify_checkpoint
+from trainer.checkpoint.verify import refuse_link, verify_checkpoint
 from trainer.errors import CheckpointError
 
 
 def list_checkpoints(checkpoints_dir: Path) -> list[Path]:
-    """Complete-looking step-* directories, oldest first (partial ones are hidden names)."""
+    """The step-* directories (and links so named), oldest first; partial ones have hidden names."""
     if not checkpoints_dir.is_dir():
         return []
-    found = [p for p in checkpoints_dir.iterdir() if p.is_dir() and STEP_DIR_PATTERN.match(p.name)]
+    # Links too, even dangling ones, so that resuming can refuse them rather than pass them by.
+    found = [p for p in checkpoints_dir.iterdir() if (p.is_dir() or p.is_symlink()) and STEP_DIR_PATTERN.match(p.name)]
     return sorted(found, key=lambda p: p.name)
 
 
@@ -34,6 +35,7 @@ def newest_valid(checkpoints_dir: Path) -> tuple[Path | None, list[Damaged]]:
     (newest first), which the caller must not pass over in silence."""
     damaged = []
     for candidate in reversed(list_checkpoints(checkpoints_dir)):
+        refuse_link(candidate)  # not damage to step over: someone put it there
         try:
             verify_checkpoint(candidate)
         except CheckpointError as err:
