@@ -205,6 +205,22 @@ def test_resume_says_which_damaged_checkpoint_it_skipped_and_keeps_it(tmp_path, 
     assert sorted(step_losses(run_dir)) == [1, 2, 3, 4, 5]
 
 
+def test_a_tensor_file_that_would_run_code_is_one_line_exit_2(tmp_path, corpus_file):
+    import torch
+
+    from tests.conftest import rehash
+    from tests.unit.test_checkpoint import RunsCode
+
+    assert run_main(*tiny(corpus_file, "max_steps=2"), cwd=tmp_path).returncode == 0
+    (run_dir,) = run_dirs(tmp_path)
+    checkpoint = run_dir / "checkpoints/step-00000002"
+    torch.save({"state": RunsCode(tmp_path / "code-ran"), "param_groups": []}, checkpoint / "optimizer.pt")
+    rehash(checkpoint)  # the manifest rewritten to match: only loading can tell
+    result = run_main("--resume", str(run_dir), "--max-steps", "3", cwd=tmp_path)
+    assert_one_line_error(result, 2, "optimizer.pt asks to load", "refused without running it")
+    assert "weights_only" not in result.stderr and not (tmp_path / "code-ran").exists()
+
+
 def test_a_linked_step_directory_is_one_line_exit_2(tmp_path, corpus_file):
     assert run_main(*tiny(corpus_file, "max_steps=2"), cwd=tmp_path).returncode == 0
     (run_dir,) = run_dirs(tmp_path)

@@ -285,3 +285,41 @@ def test_a_step_directory_that_is_a_link_is_refused(tmp_path, kind):
             verify_checkpoint(resolve_resume_path(given))
         assert "\n" not in str(info.value) and "remove the link" in info.value.hint
     assert link.is_symlink()  # left as it is
+
+
+class RunsCode:
+    """Pickled as a call of os.system: what a malicious optimizer.pt holds."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.filterwarnings("error")  # nothing printed beside the one error line
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ("code", f"asks to load {os.system.__module__}.system, which a tensor file never does"),
+        ("garbage", "is not a readable file of plain tensors"),
+        ("pickle", "is not a readable file of plain tensors"),
+    ],
+)
+def test_a_tensor_file_that_is_not_plain_tensors_is_one_line(tmp_path, content, reason):
+    path = tmp_path / "optimizer.pt"
+    marker = tmp_path / "code-ran"
+    if content == "code":
+        torch.save({"state": RunsCode(marker)}, path)
+    elif content == "garbage":
+        path.write_bytes(os.urandom(300))
+    else:
+        import pickle
+
+        path.write_bytes(pickle.dumps({"state": {}}))  # a plain pickle, not a torch file
+    with pytest.raises(CheckpointError) as info:
+        load_tensors(path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path}: optimizer.pt {reason}") and "\n" not in message, message
+    assert "weights_only" not in message + info.value.hint
+    assert not marker.exists()

@@ -9,7 +9,7 @@ import torch
 
 from tests.conftest import read_events, step_losses, tiny_config
 from trainer.config.compose import ConfigLayer
-from trainer.errors import DiskWriteError, NonFiniteLossError, NonFiniteStateError
+from trainer.errors import CheckpointError, DiskWriteError, NonFiniteLossError, NonFiniteStateError
 from trainer.models.transformer import Transformer
 from trainer.run.execute import run_training
 from trainer.run.plan import plan_run
@@ -110,6 +110,34 @@ def test_resume_sets_a_damaged_newest_checkpoint_aside_and_says_so(tmp_path, cor
     assert step_losses(run_dir) == step_losses(straight)  # steps 5 and 6 again, then 7 and 8
     final = "checkpoints/step-00000008/model.safetensors"
     assert (run_dir / final).read_bytes() == (straight / final).read_bytes()
+
+
+def with_wrong_moment_shape(saved):
+    next(iter(saved["state"].values()))["exp_avg"] = torch.zeros(2)
+    return saved
+
+
+@pytest.mark.parametrize(
+    "name, tamper",
+    [
+        ("rng_state.pt", lambda saved: [1, 2, 3]),
+        ("rng_state.pt", lambda saved: {"torch_cpu": torch.zeros(3)}),
+        ("optimizer.pt", lambda saved: {"state": {}, "param_groups": "x"}),
+        ("optimizer.pt", with_wrong_moment_shape),  # torch's load_state_dict takes it; a step would not
+    ],
+)
+def test_state_files_of_the_wrong_shape_are_one_line(tmp_path, corpus_file, name, tamper):
+    """Tensor files that load (plain tensors) but were replaced, the manifest re-hashed to match."""
+    from tests.conftest import rehash
+    from trainer.checkpoint.tensors import load_tensors, save_tensors
+
+    result = run(tiny_config(corpus_file, max_steps=2, lr_decay_steps=3), tmp_path / "r")
+    save_tensors(tamper(load_tensors(result.checkpoint / name)), result.checkpoint / name)
+    rehash(result.checkpoint)
+    with pytest.raises(CheckpointError) as info:
+        resume_run(result.run_dir, 3)
+    assert info.value.exit_code == 2 and "\n" not in str(info.value), str(info.value)
+    assert str(info.value).startswith(f"{result.checkpoint}: {name} ")
 
 
 def test_same_seed_same_losses_and_samples(tmp_path, corpus_file):
