@@ -179,6 +179,11 @@ class TrainingInterrupted(LmrunnerError):
         self.checkpoint = checkpoint
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of a library's error (many run to several lines), or its type if it has none."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' suffix, or '' when nothing is close."""
     matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from trainer.checkpoint.tensors import load_tensors
-from trainer.errors import CheckpointError
+from trainer.errors import CheckpointError, first_line
 from trainer.training.distributed import Ranks
 from trainer.training.rng_state import restore_rng_state
 
@@ -52,9 +52,8 @@ def _blamed_on(path: Path, name: str):
     try:
         yield
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(
-            f"{name} does not fit this run ({first_line})",
+            f"{name} does not fit this run ({first_line(err)})",
             str(path),
             hint="it was altered after it was saved, or belongs to another model: resume from another checkpoint",
         ) from err
