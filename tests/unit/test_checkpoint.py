@@ -323,3 +323,15 @@ def test_a_tensor_file_that_is_not_plain_tensors_is_one_line(tmp_path, content, 
     assert message.startswith(f"{tmp_path}: optimizer.pt {reason}") and "\n" not in message, message
     assert "weights_only" not in message + info.value.hint
     assert not marker.exists()
+
+
+def test_ctrl_c_while_writing_stays_a_ctrl_c_and_leaves_no_partial(tmp_path):
+    def interrupted(directory):
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            raise KeyboardInterrupt from None  # a second Ctrl-C, while handling a disk error
+
+    with pytest.raises(KeyboardInterrupt):
+        write_checkpoint(tmp_path / "checkpoints", 4, [interrupted], {"run_id": "r", "config": {}})
+    assert list((tmp_path / "checkpoints").iterdir()) == []

@@ -44,7 +44,7 @@ def write_checkpoint(checkpoints_dir: Path, step: int, writers: list[FileWriter]
     except BaseException as err:  # a second Ctrl-C too: never leave a partial directory behind
         cause = os_error_cause(err)  # read first: cleaning up may fail as well, and must not hide it
         shutil.rmtree(partial, ignore_errors=True)
-        if cause is None:
+        if cause is None or not isinstance(err, Exception):  # not the disk, or Ctrl-C: as it was
             raise
         raise DiskWriteError(
             f"writing checkpoint {final.name}",
