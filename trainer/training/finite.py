@@ -11,7 +11,7 @@ def first_non_finite(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str |
     """The name of the first floating-point tensor that holds NaN or infinity, else None.
 
     One fused pass per tensor: aminmax, since NaN and +-inf always reach the min or the max.
-    isfinite(t).all() allocates a mask as large as the tensor and was 28x slower on a 136M
+    isfinite(t).all() allocates a mask as large as the tensor and was about 30x slower on a 136M
     element tensor (Qwen2.5-0.5B's embedding) on a 2-core CPU; a sum or a norm is as fast
     but overflows to inf on large finite weights. One device sync for all tensors together.
     """
