@@ -82,6 +82,18 @@ def step_losses(run_dir: Path) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in read_events(run_dir) if e["event"] == "step"}
 
 
+def rehash(checkpoint: Path) -> None:
+    """Rewrite a checkpoint's manifest to match its files as they are now: what someone who
+    tampers with a checkpoint and knows the format does, so that only deeper checks catch it."""
+    from trainer.files import describe_files
+
+    manifest_path = checkpoint / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.unlink()
+    manifest["files"] = describe_files(checkpoint)
+    manifest_path.write_text(json.dumps(manifest))
+
+
 def build_tiny_qwen(directory: Path, vocab_size: int = 320) -> Path:
     """A real Qwen2 causal LM in Hugging Face layout, small enough to build in a second, with
     a byte-level BPE tokenizer (Qwen's kind) trained on a slice of the built-in corpus."""

@@ -36,7 +36,7 @@ _EXIT_CODE_MEANINGS = {
     ExitCode.RUNTIME: "an unexpected runtime error",
     ExitCode.USAGE: "usage or config error: bad flag, config file, key, type or value; an unusable checkpoint",
     ExitCode.DATA: "data error: the data file is missing, empty, not UTF-8 or too short",
-    ExitCode.NON_FINITE: "the loss became NaN or infinite (nothing is saved for that step)",
+    ExitCode.NON_FINITE: "the loss, the weights or the optimizer state became NaN or infinite (nothing is saved for that step)",
     ExitCode.REGISTRY: "the model registry is inconsistent or its index unreadable (validate-registry lists why)",
     ExitCode.SIGINT: "interrupted by SIGINT (Ctrl-C); during training, after saving a checkpoint",
     ExitCode.SIGPIPE: "stdout was closed by its reader (e.g. piped into head); stopped quietly",
@@ -118,13 +118,27 @@ class DataError(LmrunnerError):
 
 
 class CheckpointError(LmrunnerError):
-    """A checkpoint is missing, incomplete, corrupt or incompatible (exit 2: the path given is unusable)."""
+    """A checkpoint is missing, incomplete, corrupt or incompatible (exit 2: the path given is unusable).
+    ``reason`` is the message without the path."""
 
     exit_code = ExitCode.USAGE
 
     def __init__(self, message: str, path: str, hint: str | None = None):
         super().__init__(f"{path}: {message}", hint)
         self.path = path
+        self.reason = message
+
+
+class DiskWriteError(LmrunnerError):
+    """Writing a run's files failed: a full disk, a quota, permissions (exit 1). ``cause`` is the
+    operating system's reason (the first error, not what failed while cleaning up after it)."""
+
+    exit_code = ExitCode.RUNTIME
+
+    def __init__(self, what: str, path: str, cause: str, hint: str | None = None):
+        super().__init__(f"{what} failed: {cause} ({path})", hint)
+        self.path = path
+        self.cause = cause
 
 
 class NonFiniteLossError(LmrunnerError):
@@ -137,15 +151,40 @@ class NonFiniteLossError(LmrunnerError):
     exit_code = ExitCode.NON_FINITE
 
     def __init__(self, step: int, loss: float, last_checkpoint: str | None = None):
-        settings = "learning_rate=<lower> (or warmup_steps=<more>, grad_clip=1.0)"
-        if last_checkpoint:
-            hint = f"branch from the last good checkpoint with a gentler setting: --resume {last_checkpoint} --branch NEW_NAME {settings}, or start a new run with one"
-        else:
-            hint = f"start a new run with {settings}"
-        super().__init__(f"loss became {loss} at step {step}; stopped without saving that step", hint=hint)
+        super().__init__(
+            f"loss became {loss} at step {step}; stopped without saving that step", hint=_gentler_run(last_checkpoint)
+        )
         self.step = step
         self.loss = loss
         self.last_checkpoint = last_checkpoint
+
+
+class NonFiniteStateError(LmrunnerError):
+    """The weights or optimizer state hold NaN or infinity although the loss was finite (exit 4);
+    found before a checkpoint is written, so none is written for that step."""
+
+    exit_code = ExitCode.NON_FINITE
+
+    def __init__(self, step: int, what: str, last_checkpoint: str | None = None):
+        super().__init__(
+            f"{what} became NaN or infinite at step {step}; stopped without saving that step",
+            hint=_gentler_run(last_checkpoint),
+        )
+        self.step = step
+        self.what = what
+        self.last_checkpoint = last_checkpoint
+
+
+def _gentler_run(last_checkpoint: str | None) -> str:
+    """What works after a run blew up: resuming would repeat the same steps exactly, and the
+    settings that would change that cannot change on resume; a branch (or a new run) can."""
+    settings = "learning_rate=<lower> (or warmup_steps=<more>, grad_clip=1.0)"
+    if last_checkpoint:
+        return (
+            f"branch from the last good checkpoint with a gentler setting: --resume {last_checkpoint} "
+            f"--branch NEW_NAME {settings}, or start a new run with one"
+        )
+    return f"start a new run with {settings}"
 
 
 class TrainingInterrupted(LmrunnerError):
@@ -173,6 +212,11 @@ class StopSignal(KeyboardInterrupt):
     def __init__(self, signal_name: str):
         super().__init__(signal_name)
         self.signal_name = signal_name
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of a library's error (many run to several lines), or its type if it has none."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

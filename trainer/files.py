@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +37,30 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# How Rust libraries (safetensors) spell the operating system's error: "... (os error 28)".
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def os_error_cause(err: BaseException) -> str | None:
+    """Why a write failed, in words, if the operating system said why: the first such error in
+    ``err``'s chain ("No space left on device"), since libraries raise their own error on top
+    of the real one (torch: "[enforce fail at inline_container.cc] unexpected pos ...")."""
+    for link in reversed(_exception_chain(err)):  # the oldest, the first to go wrong, first
+        if isinstance(link, OSError) and link.errno:
+            return os.strerror(link.errno)
+        match = _RUST_OS_ERROR.search(str(link))
+        if match:
+            return os.strerror(int(match.group(1)))
+    return None
+
+
+def _exception_chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the errors it was raised from or while handling, newest first."""
+    chain: list[BaseException] = []
+    link: BaseException | None = err
+    while link is not None and link not in chain:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    return chain

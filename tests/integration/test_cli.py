@@ -132,6 +132,7 @@ def test_help_lists_options():
         (["--config", "{badtype}"], 2, ["batch_size='lots'", "expected int"]),
         (["d_model=100", "n_heads=3"], 2, ["d_model=100", "n_heads=3", "divisible"]),
         (["dropout=1.5"], 2, ["dropout=1.5"]),
+        (["learning_rate=inf"], 2, ["learning_rate=inf", "must be a finite number"]),
         (["lerning_rate=0.1"], 2, ["did you mean 'learning_rate'"]),
         (["max_steps"], 2, ["key=value"]),
         (["--config", "{latin1}"], 2, ["latin1.txt", "UTF-8"]),
@@ -148,6 +149,11 @@ def test_help_lists_options():
             ["--data", "{corpus}", "learning_rate=1e30", "warmup_steps=0", "grad_clip=null", "max_steps=20"],
             4,
             ["loss became", "at step"],
+        ),
+        (
+            ["--data", "{corpus}", "learning_rate=3e38", "warmup_steps=0", "grad_clip=null", "checkpoint_cadence=1"],
+            4,
+            ["the weights", "became NaN or infinite at step 1", "without saving"],
         ),
     ],
 )
@@ -185,7 +191,49 @@ def test_corrupt_checkpoint_is_refused_and_untouched(tmp_path, corpus_file):
     assert_one_line_error(result, 2, "step-00000003", "truncated or altered")
     # Given the run directory, resume finds no complete checkpoint rather than loading this one.
     result = run_main("--resume", str(run_dir), cwd=tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert_one_line_error(result, 2, "no complete checkpoint", "step-00000003", "truncated or altered")
+
+
+def test_resume_says_which_damaged_checkpoint_it_skipped_and_keeps_it(tmp_path, corpus_file):
+    assert run_main(*tiny(corpus_file, "max_steps=4", "checkpoint_cadence=2"), cwd=tmp_path).returncode == 0
+    (run_dir,) = run_dirs(tmp_path)
+    damaged = run_dir / "checkpoints/step-00000004"
+    (damaged / "optimizer.pt").write_bytes(b"not what was saved")
+    result = run_main("--resume", str(run_dir), "--max-steps", "5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if "step-00000004" in line and "skipped" in line]
+    assert "optimizer.pt is truncated or altered" in warning and "step-00000004.damaged" in warning
+    assert (run_dir / "checkpoints/step-00000004.damaged/optimizer.pt").read_bytes() == b"not what was saved"
+    assert sorted(step_losses(run_dir)) == [1, 2, 3, 4, 5]
+
+
+def test_a_tensor_file_that_would_run_code_is_one_line_exit_2(tmp_path, corpus_file):
+    import torch
+
+    from tests.conftest import rehash
+    from tests.unit.test_checkpoint import RunsCode
+
+    assert run_main(*tiny(corpus_file, "max_steps=2"), cwd=tmp_path).returncode == 0
+    (run_dir,) = run_dirs(tmp_path)
+    checkpoint = run_dir / "checkpoints/step-00000002"
+    torch.save({"state": RunsCode(tmp_path / "code-ran"), "param_groups": []}, checkpoint / "optimizer.pt")
+    rehash(checkpoint)  # the manifest rewritten to match: only loading can tell
+    result = run_main("--resume", str(run_dir), "--max-steps", "3", cwd=tmp_path)
+    assert_one_line_error(result, 2, "optimizer.pt asks to load", "refused without running it")
+    assert "weights_only" not in result.stderr and not (tmp_path / "code-ran").exists()
+
+
+def test_a_linked_step_directory_is_one_line_exit_2(tmp_path, corpus_file):
+    assert run_main(*tiny(corpus_file, "max_steps=2"), cwd=tmp_path).returncode == 0
+    (run_dir,) = run_dirs(tmp_path)
+    link = run_dir / "checkpoints/step-00000005"
+    (tmp_path / "notes").mkdir()
+    for target in (tmp_path / "gone", link, tmp_path / "notes"):  # dangling, a loop, not a checkpoint
+        link.symlink_to(target)
+        for given in (link, run_dir):
+            result = run_main("--resume", str(given), "--max-steps", "6", cwd=tmp_path)
+            assert_one_line_error(result, 2, "step-00000005: is a symbolic link", "remove the link")
+        link.unlink()
 
 
 def test_resume_refuses_changed_architecture_and_other_data(tmp_path, corpus_file):

@@ -77,3 +77,26 @@ def test_unknown_model_is_one_line_and_exit_2(tmp_path, tiny_qwen_dir):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "did you mean 'tiny-qwen'" in result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_a_checkpoint_that_asks_to_run_its_own_code_is_one_line_exit_2(tmp_path, tiny_qwen_dir, corpus_file):
+    from tests.conftest import rehash
+    from tests.unit.test_finetune import with_custom_code
+
+    assert run_main("import-model", str(tiny_qwen_dir), "--name", "tiny-qwen", cwd=tmp_path).returncode == 0
+    config = tmp_path / "tiny-qwen.yaml"
+    config.write_text(CONFIG)
+    trained = run_main("--config", str(config), "--data", str(corpus_file), "--max-steps", "2", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    (run_dir,) = run_dirs(tmp_path)
+    saved = run_dir / "checkpoints" / "step-00000002"
+    checkpoint = run_dir / "checkpoints" / "step-00000003"  # a later "checkpoint" with custom code in it
+    marker = with_custom_code(saved, checkpoint, "config.json", "AutoModelForCausalLM")
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    (checkpoint / "trainer_state.json").write_text(json.dumps({**state, "step": 3}))
+    rehash(checkpoint)
+    result = run_main("--resume", str(run_dir), "--max-steps", "4", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert "asks to run code of its own (auto_map)" in result.stderr and "[y/N]" not in result.stderr
+    assert not marker.exists()

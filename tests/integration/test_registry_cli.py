@@ -154,9 +154,9 @@ def test_register_checkpoint_then_use_name(tmp_path, corpus_file):
     info = json.loads(run_main("model-info", "my-char", "--json", cwd=tmp_path).stdout)
     assert info["source"] == "finetune" and info["architecture_type"] == "custom-transformer" and info["step"] == 2
     # The registered model fine-tunes by name, with its own shape and vocabulary.
-    tuned = run_main("--data", str(corpus_file), "model_name=my-char", "--max-steps", "2", cwd=tmp_path)
+    tuned = run_main("--data", str(corpus_file), "model_name=my-char", "n_layers=3", "--max-steps", "2", cwd=tmp_path)
     assert tuned.returncode == 0, tuned.stderr
-    assert "ignored from the config: n_layers=4 (the model has 1)" in tuned.stderr
+    assert "ignored from the config: n_layers=3 (the model has 1)" in tuned.stderr
     (tuned_dir,) = [d for d in run_dirs(tmp_path) if d != checkpoint.parent.parent]
     start = read_events(tuned_dir)[0]
     assert start["model"]["n_layers"] == 1 and start["lineage"]["fine_tuned_from"] == "my-char"

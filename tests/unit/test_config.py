@@ -150,3 +150,21 @@ def test_config_hash_ignores_resume_but_not_training_values():
     base = TrainingConfig(seed=1)
     assert base.config_hash() == dataclasses.replace(base, resume="outputs/x").config_hash()
     assert base.config_hash() != dataclasses.replace(base, learning_rate=1e-3).config_hash()
+
+
+FLOAT_FIELDS = [f.name for f in dataclasses.fields(TrainingConfig) if f.type in ("float", "float | None")]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("key", FLOAT_FIELDS)
+def test_non_finite_float_settings_are_refused(key, value):
+    # inf slips past rules such as learning_rate > 0, then poisons the weights of the first step.
+    with pytest.raises(ConfigValueError, match=f"{key}=.* must be a finite number") as info:
+        TrainingConfig(**{key: value})
+    assert info.value.key == key and info.value.exit_code == 2
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "-inf", "1e999"])
+def test_non_finite_floats_from_text_are_refused(text):
+    with pytest.raises(ConfigValueError, match="learning_rate=.* must be a finite number"):
+        compose_config([ConfigLayer("command line", {"learning_rate": text})])

@@ -248,3 +248,47 @@ def test_tokenizer_directory_without_tokenizer_files_is_refused(tmp_path, regist
     with pytest.raises(ConfigError, match="without tokenizer files") as info:
         plan_run([ConfigLayer("t", {"tokenizer": str(empty), "registry_dir": str(registry.root)})])
     assert info.value.exit_code == 2
+
+
+def test_models_and_tokenizers_load_with_trust_remote_code_false(tiny_qwen_dir, monkeypatch):
+    seen = {}
+    for auto in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer):
+        original = auto.from_pretrained
+
+        def spy(*args, _original=original, _name=auto.__name__, **kwargs):
+            seen[_name] = kwargs.get("trust_remote_code", "not passed")
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(auto, "from_pretrained", spy)
+    load_adapter(tiny_qwen_dir, "qwen", dropout=0.0)
+    assert seen == {"AutoModelForCausalLM": False, "AutoTokenizer": False}
+
+
+def with_custom_code(source, directory, file, auto_class):
+    """A copy of ``source`` whose ``file`` asks transformers to import modeling_evil.py."""
+    import shutil
+
+    shutil.copytree(source, directory)
+    marker = directory.parent / "custom-code-ran"
+    (directory / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    settings = json.loads((directory / file).read_text())
+    settings["auto_map"] = {auto_class: "modeling_evil.EvilModel", "AutoConfig": "modeling_evil.EvilConfig"}
+    if file == "config.json":
+        settings["model_type"] = "evil-custom"  # not a type transformers knows: it would ask to run the code
+    (directory / file).write_text(json.dumps(settings))
+    return marker
+
+
+@pytest.mark.parametrize(
+    "file, auto_class", [("config.json", "AutoModelForCausalLM"), ("tokenizer_config.json", "AutoTokenizer")]
+)
+def test_a_model_that_asks_to_run_its_own_code_is_refused(tmp_path, tiny_qwen_dir, file, auto_class):
+    directory = tmp_path / "custom"
+    marker = with_custom_code(tiny_qwen_dir, directory, file, auto_class)
+    with pytest.raises(UsageError) as info:
+        load_adapter(directory, "qwen", dropout=0.0)
+    assert (
+        str(info.value)
+        == f"{directory / file} asks to run code of its own (auto_map); lmrunner never runs a model's code"
+    )
+    assert info.value.exit_code == 2 and not marker.exists()

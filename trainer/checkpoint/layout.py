@@ -20,3 +20,18 @@ STEP_DIR_PATTERN = re.compile(r"^step-(\d{8})$")
 
 def step_dir_name(step: int) -> str:
     return f"step-{step:08d}"
+
+
+def partial_dir_name(step: int, pid: int) -> str:
+    """The hidden directory a checkpoint is assembled in; the writer's pid tells whether it is alive."""
+    return hidden_dir_name("partial", step, pid)
+
+
+def hidden_dir_name(kind: str, step: int, pid: int) -> str:
+    """A hidden sibling of a step directory, in use by process ``pid``: ``partial`` (being
+    written), ``stale`` (being replaced by the same step saved again), ``pruned`` (being deleted)."""
+    return f".{kind}-{step_dir_name(step)}-{pid}"
+
+
+# What a killed writer leaves behind; group 1 is the pid of the process that made it.
+LEFTOVER_PATTERN = re.compile(r"^\.(?:partial|stale|pruned)-step-\d{8}-(\d+)$")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint.layout import FORMAT_VERSION, MANIFEST, TRAINER_STATE
+from trainer.checkpoint.layout import FORMAT_VERSION, MANIFEST, STEP_DIR_PATTERN, TRAINER_STATE
 from trainer.errors import CheckpointError
 from trainer.files import sha256_of
 
@@ -16,6 +17,7 @@ def verify_checkpoint(path: Path, hash_files: bool = True) -> dict[str, Any]:
 
     Raises CheckpointError on anything missing, truncated, altered or from a newer format.
     """
+    refuse_link(path)
     if not path.exists():
         raise CheckpointError("checkpoint not found", str(path), hint="give a checkpoint directory or a run directory")
     if not path.is_dir():
@@ -59,6 +61,18 @@ def verify_checkpoint(path: Path, hash_files: bool = True) -> dict[str, Any]:
             f"corrupt checkpoint: {TRAINER_STATE} lacks what resuming needs ({err})", str(path)
         ) from err
     return state
+
+
+def refuse_link(path: Path) -> None:
+    """A step-* directory is always a real directory of its run: one that is a symbolic link
+    (dangling, a loop, to anything at all) was not written by lmrunner, and following it would
+    resume, prune or replace something outside the run."""
+    if path.is_symlink() and STEP_DIR_PATTERN.match(path.name):
+        raise CheckpointError(
+            f"is a symbolic link (to {os.readlink(path)}), not a checkpoint directory",
+            str(path),
+            hint="remove the link, or resume from the directory it points to",
+        )
 
 
 # (path, size, mtime, sha256) of files whose sha256 matched in this process. Choosing the latest

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass
@@ -106,6 +107,11 @@ class TrainingConfig:
 
     def validate(self) -> None:
         """Raise ConfigValueError naming the key (and the other key of a cross-field rule)."""
+        # First: inf and nan pass comparisons such as learning_rate > 0 (or fail them with a
+        # misleading rule), and an infinite rate turns the weights non-finite at step 1.
+        for key in _FLOAT_FIELDS:
+            value = getattr(self, key)
+            _require(self, key, value is None or math.isfinite(value), "must be a finite number")
         for key in (
             "n_layers",
             "d_model",
@@ -175,3 +181,4 @@ def _require(cfg: TrainingConfig, key: str, ok: bool, rule: str) -> None:
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainingConfig))
 FIELD_TYPES = typing.get_type_hints(TrainingConfig)
+_FLOAT_FIELDS = tuple(name for name in FIELD_NAMES if FIELD_TYPES[name] in (float, float | None))

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from trainer.data.char_tokenizer import CHAR_TOKENIZER_TYPE, CharTokenizer
+from trainer.errors import UsageError
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -29,7 +30,8 @@ class HFTokenizer:
     def from_directory(cls, directory: Path, name: str | None = None) -> HFTokenizer:
         from transformers import AutoTokenizer
 
-        return cls(AutoTokenizer.from_pretrained(str(directory)), name or str(directory))
+        refuse_custom_code(directory)
+        return cls(AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False), name or str(directory))
 
     @property
     def vocab_size(self) -> int:
@@ -64,6 +66,23 @@ class HFTokenizer:
 
     def save_pretrained(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(str(directory))
+
+
+def refuse_custom_code(directory: Path) -> None:
+    """A model or tokenizer whose files name code of its own (``auto_map``) is refused before
+    transformers reads it: with trust_remote_code left unset, transformers would ask on the
+    terminal whether to run that code (or load a built-in class in its place); explicitly
+    False, it raises several lines. Either way, one line here instead."""
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            settings = json.loads((directory / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # missing or unreadable: transformers says what is wrong with it
+        if isinstance(settings, dict) and "auto_map" in settings:
+            raise UsageError(
+                f"{directory / name} asks to run code of its own (auto_map); lmrunner never runs a model's code",
+                hint="fine-tune a model that transformers supports as it is (Qwen, Llama, Mistral, GPT-2, ...)",
+            )
 
 
 def load_tokenizer(directory: Path, name: str | None = None) -> CharTokenizer | HFTokenizer:

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainer.data.tokenizers import HFTokenizer, load_tokenizer
+from trainer.data.tokenizers import HFTokenizer, load_tokenizer, refuse_custom_code
 from trainer.models.adapter import settings_overridden
 from trainer.models.model_card import write_model_card
 
@@ -30,7 +30,8 @@ class HFCausalLMAdapter:
         hf_logging.disable_progress_bar()  # its bars would tear through the run's own
         # fp32 master weights whatever the saved dtype (Qwen ships bf16): the optimizer needs
         # them, bf16 runs autocast, and a checkpoint reloads bit for bit.
-        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32)
+        refuse_custom_code(directory)  # before transformers could offer to run it
+        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, trust_remote_code=False)
         return cls(model, tokenizer or load_tokenizer(directory), architecture_type)
 
     def loss(self, inputs, targets):

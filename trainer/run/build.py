@@ -18,7 +18,7 @@ from trainer.data.char_tokenizer import CharTokenizer
 from trainer.data.corpus import Corpus
 from trainer.data.tokenizers import load_tokenizer
 from trainer.data.windows import eval_loader, prepare_data
-from trainer.errors import CheckpointError, ConfigError, DataError, UsageError
+from trainer.errors import CheckpointError, ConfigError, DataError, LmrunnerError, UsageError, first_line
 from trainer.models.adapter import CUSTOM_ARCHITECTURE, ModelAdapter
 from trainer.models.custom_adapter import CustomTransformerAdapter
 from trainer.models.loading import load_adapter
@@ -53,6 +53,8 @@ def new_adapter(config: TrainingConfig, corpus: Corpus, source: ModelSource) -> 
         return CustomTransformerAdapter.new(model_shape(config, tokenizer.vocab_size), tokenizer)
     try:
         adapter = load_adapter(source.directory, source.architecture_type, config.dropout, override)
+    except LmrunnerError:  # already one line that says what to do (e.g. custom code refused)
+        raise
     except Exception as err:  # transformers and safetensors raise their own types for a bad file
         raise UsageError(
             f"model '{source.name}' in {source.directory} could not be loaded: {str(err).splitlines()[0]}",
@@ -113,13 +115,10 @@ def restore_trainer(
     architecture = (state.get("lineage") or {}).get("architecture_type", CUSTOM_ARCHITECTURE)
     try:
         adapter = load_adapter(path, architecture, config.dropout)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise CheckpointError(f"the model or tokenizer in it is unusable ({err})", str(path)) from err
+    except (OSError, ValueError, KeyError, RuntimeError) as err:  # transformers' errors run to several lines
+        raise CheckpointError(f"the model or tokenizer in it is unusable ({first_line(err)})", str(path)) from err
     trainer = new_trainer(config, corpus, run, device, adapter=adapter, autocast_dtype=autocast_dtype, hooks=hooks)
-    try:
-        trainer.load_state_files(path)
-    except (RuntimeError, ValueError, KeyError) as err:
-        raise CheckpointError(f"state does not fit this model ({err})", str(path)) from err
+    trainer.load_state_files(path)  # a file that does not fit is a CheckpointError naming it
     trainer.step = state["step"]
     trainer.last_checkpoint_step, trainer.last_checkpoint = state["step"], path
     trainer.last_loss, trainer.last_val_loss = state.get("last_loss"), state.get("last_val_loss")

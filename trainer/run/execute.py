@@ -7,9 +7,11 @@ event log with ``run_end`` whatever happened.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,14 @@ import torch
 
 from trainer.config.schema import TrainingConfig
 from trainer.data.corpus import load_corpus
-from trainer.errors import LmrunnerError, NonFiniteLossError, TrainingInterrupted
+from trainer.errors import DiskWriteError, LmrunnerError, NonFiniteLossError, NonFiniteStateError, TrainingInterrupted
 from trainer.models.source import ModelSource, lineage_for, select_model
 from trainer.run.build import new_adapter, new_trainer, restore_trainer
 from trainer.run.events import EventLog, new_run_id
 from trainer.run.hooks import default_hooks
 from trainer.run.metadata import fine_tune_mode, log_start, run_metadata
 from trainer.run.plan import resolve_config
+from trainer.run.reopen import Reopened, reopen_for_writing
 from trainer.run.resume_plan import ResumePlan
 from trainer.run.rundir import write_resolved_config
 from trainer.training import distributed
@@ -72,6 +75,7 @@ def run_training(
         write_resolved_config(run_dir, config.to_dict())
     file_log = _attach_file_log(run_dir / "train.log") if ranks.is_main else logging.NullHandler()
     events = EventLog(run_dir / "events.jsonl", run_id) if ranks.is_main else None
+    reopened = reopen_for_writing(run_dir, events, resume.damaged) if continuing and events else Reopened()
     if resume:
         lineage = resume.state.get("lineage") or lineage_for(ModelSource())  # kept as the checkpoint has it
     else:
@@ -109,6 +113,7 @@ def run_training(
                 **{"from": str(resume.checkpoint)},
                 from_step=resume.state["step"],
                 mode="continuing this run" if continuing else "new branch in a new run directory",
+                **asdict(reopened),
             )
         if ranks.is_main:
             log_start(run, metadata, resume, continuing)
@@ -117,15 +122,10 @@ def run_training(
     except (TrainingInterrupted, KeyboardInterrupt) as err:  # KeyboardInterrupt: a second Ctrl-C, mid-save
         status, closing = "interrupted", _error_line(err)
         raise
-    except NonFiniteLossError as err:
-        closing = _error_line(err)
-        if trainer:
-            trainer.report("error", kind="non_finite_loss", message=str(err), failed_step=err.step)
-        raise
     except Exception as err:
         closing = _error_line(err)
         if trainer:
-            trainer.report("error", kind=type(err).__name__, message=str(err))
+            _report_quietly(trainer, "error", **_error_fields(err))
         raise
     finally:
         result = RunResult(
@@ -139,7 +139,9 @@ def run_training(
             wall_time_s=round(time.monotonic() - started, 3),
         )
         if trainer:
-            trainer.report(
+            # After a failure, recording it must not replace it (a full disk fails both).
+            report = trainer.report if status == "completed" else functools.partial(_report_quietly, trainer)
+            report(
                 "run_end",
                 status=status,
                 final_loss=result.final_loss,
@@ -176,8 +178,29 @@ def _error_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+def _error_fields(err: Exception) -> dict[str, Any]:
+    if isinstance(err, (NonFiniteLossError, NonFiniteStateError)):
+        kind = "non_finite_loss" if isinstance(err, NonFiniteLossError) else "non_finite_state"
+        return {"kind": kind, "message": str(err), "failed_step": err.step}
+    return {"kind": type(err).__name__, "message": str(err)}
+
+
+def _report_quietly(trainer: Trainer, event: str, **fields: Any) -> None:
+    """Report while another error is on its way out: if events.jsonl cannot be written
+    either, the first error is the one the user needs to see."""
+    with contextlib.suppress(DiskWriteError):
+        trainer.report(event, **fields)
+
+
+class _FileLog(logging.FileHandler):
+    def handleError(self, record: logging.LogRecord) -> None:
+        # A full disk: the console has the same lines, and a "--- Logging error ---" traceback
+        # for each of them would bury the one error line that says what happened.
+        pass
+
+
 def _attach_file_log(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _FileLog(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint.find import latest_valid_checkpoint, resolve_resume_path
+from trainer.checkpoint.find import Damaged, newest_valid, resolve_resume_path
 from trainer.checkpoint.verify import verify_checkpoint
 from trainer.config.compose import ConfigLayer, compose_config, merge_layers
 from trainer.config.schema import RESUMABLE_KEYS, TrainingConfig
@@ -29,6 +29,9 @@ class ResumePlan:
     config: TrainingConfig
     continue_in: Path | None  # the run directory to continue, or None for a new one
     branch: str | None = None  # a new fine-tune of the checkpoint, registered under this name
+    # Continuing: the run's checkpoints newer than this one, which do not verify. They are set
+    # aside before the run goes on, or it would write over them as it reaches their steps.
+    damaged: tuple[Damaged, ...] = ()
 
 
 def plan_resume(resume: str, user_layers: list[ConfigLayer]) -> ResumePlan:
@@ -59,7 +62,8 @@ def plan_resume(resume: str, user_layers: list[ConfigLayer]) -> ResumePlan:
             hint=f"to train further, give a larger total: --resume {resume} --max-steps N (or max_steps=N), "
             f"N > {state['step']}",
         )
-    return ResumePlan(checkpoint, state, config, _continuable_run_dir(checkpoint))
+    continue_in, damaged = _continuable_run_dir(checkpoint)
+    return ResumePlan(checkpoint, state, config, continue_in, damaged=damaged)
 
 
 def _typed(key: str, value: Any, layer: ConfigLayer) -> Any:
@@ -68,15 +72,17 @@ def _typed(key: str, value: Any, layer: ConfigLayer) -> Any:
     return merge_layers([ConfigLayer(layer.source, {key: value}, layer.lines)])[key]
 
 
-def _continuable_run_dir(checkpoint: Path) -> Path | None:
-    """Continue in the checkpoint's own run directory when it is that run's latest
-    checkpoint; resuming from an older one starts a branch in a new directory, so the
-    original run's later checkpoints and events stay as they were."""
+def _continuable_run_dir(checkpoint: Path) -> tuple[Path | None, tuple[Damaged, ...]]:
+    """Continue in the checkpoint's own run directory when it is that run's latest valid
+    checkpoint (with the damaged ones newer than it); resuming from an older one starts a
+    branch in a new directory, so the original run's later checkpoints and events stay as they were."""
     run_dir = run_dir_of(checkpoint)
     if run_dir is None:
-        return None
-    latest = latest_valid_checkpoint(checkpoint.parent)
-    return run_dir if latest is not None and latest.resolve() == checkpoint.resolve() else None
+        return None, ()
+    latest, damaged = newest_valid(checkpoint.parent)
+    if latest is not None and latest.resolve() == checkpoint.resolve():
+        return run_dir, tuple(damaged)
+    return None, ()
 
 
 def plan_branch(resume: str, branch: str, user_layers: list[ConfigLayer]) -> ResumePlan:

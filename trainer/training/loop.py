@@ -21,19 +21,19 @@ import torch
 from torch.utils.data import DataLoader
 
 from trainer.checkpoint.find import prune_checkpoints
-from trainer.checkpoint.tensors import load_tensors, save_tensors
+from trainer.checkpoint.tensors import save_tensors
 from trainer.checkpoint.write import write_checkpoint
 from trainer.config.schema import TrainingConfig
 from trainer.data.sampler import ResumableBatchSampler, train_loader
 from trainer.data.windows import WindowDataset
-from trainer.errors import NonFiniteLossError, TrainingInterrupted
+from trainer.errors import NonFiniteLossError, NonFiniteStateError, TrainingInterrupted
 from trainer.training import distributed
+from trainer.training.finite import first_non_finite, optimizer_tensors
 from trainer.training.hooks import Hook
 from trainer.training.lr_schedule import lr_at, set_lr
-from trainer.training.rng_state import capture_rng_state, restore_rng_state
+from trainer.training.rng_state import capture_rng_state
+from trainer.training.state_files import OPTIMIZER_FILE, RNG_FILE, load_optimizer_state, load_rng_state
 
-OPTIMIZER_FILE = "optimizer.pt"
-RNG_FILE = "rng_state.pt"
 # Signals that mean "save and stop": Ctrl-C, and what schedulers send before a kill or requeue.
 _STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
 
@@ -275,6 +275,7 @@ class Trainer:
         return path
 
     def _write_checkpoint(self, rng_states: list[dict[str, Any]]) -> Path:
+        self._check_finite()  # before any file of this step exists: nothing non-finite is ever saved
         # Rank 0's state at the top level (what a single process restores); all ranks' under
         # "per_rank", so a run resumed on as many ranks gets each its own dropout stream back.
         rng = {**rng_states[0], "per_rank": rng_states} if len(rng_states) > 1 else rng_states[0]
@@ -289,6 +290,16 @@ class Trainer:
         if deleted:
             self.report("checkpoint_pruned", paths=[str(p) for p in deleted])
         return path
+
+    def _check_finite(self) -> None:
+        """The loss of a step can be finite while the update it made is not (an infinite rate)."""
+        last = str(self.last_checkpoint) if self.last_checkpoint is not None else None
+        bad = first_non_finite(self.model.state_dict().items())
+        if bad is not None:
+            raise NonFiniteStateError(self.step, f"the weights ({bad})", last)
+        bad = first_non_finite(optimizer_tensors(self.optimizer, self.model))
+        if bad is not None:
+            raise NonFiniteStateError(self.step, f"the optimizer state ({bad})", last)
 
     def trainer_state(self) -> dict[str, Any]:
         return {
@@ -309,13 +320,8 @@ class Trainer:
     def load_state_files(self, path: Path) -> None:
         """Load optimizer and RNG state from a verified checkpoint directory (the adapter
         has loaded the weights from it already)."""
-        self.optimizer.load_state_dict(load_tensors(path / OPTIMIZER_FILE))
-        rng = load_tensors(path / RNG_FILE)
-        per_rank = rng.get("per_rank", [rng])
-        # On another number of ranks the saved streams cannot be matched one to one: each
-        # rank takes rank 0's. Exact either way with dropout 0, the DDP-equivalence setting.
-        same_world = len(per_rank) == self.ranks.world_size
-        restore_rng_state(per_rank[self.ranks.rank] if same_world else per_rank[0])
+        load_optimizer_state(self.optimizer, path)
+        load_rng_state(path, self.ranks)
 
     def _autocast(self):
         if self.autocast_dtype is None:
