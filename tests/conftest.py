@@ -17,6 +17,19 @@ MAIN = REPO / "main.py"
 TINY_MODEL = ["n_layers=2", "d_model=32", "n_heads=2", "d_ff=64", "max_seq_len=32", "batch_size=8", "dropout=0.1"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Tokenized data and the built-in corpus go to a cache of the test session's own (the
+    subprocesses the tests start inherit it), not to the user's ~/.cache/lmrunner."""
+    previous = os.environ.get("LMRUNNER_CACHE")
+    os.environ["LMRUNNER_CACHE"] = str(tmp_path_factory.mktemp("lmrunner-cache"))
+    yield Path(os.environ["LMRUNNER_CACHE"])
+    if previous is None:
+        os.environ.pop("LMRUNNER_CACHE", None)
+    else:
+        os.environ["LMRUNNER_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def corpus_text() -> str:
     """60 kB of real English: the start of the built-in corpus."""

@@ -244,7 +244,7 @@ def test_resume_refuses_changed_architecture_and_other_data(tmp_path, corpus_fil
     other = tmp_path / "other.txt"
     other.write_text(corpus_file.read_text()[::-1])
     result = run_main("--resume", str(run_dir), "--data", str(other), "--max-steps", "5", cwd=tmp_path)
-    assert_one_line_error(result, 3, "differs from the text")
+    assert_one_line_error(result, 3, "differs from the data")
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

@@ -1,7 +1,8 @@
 import hashlib
 
+from trainer.config.schema import TrainingConfig
 from trainer.data.builtin_corpus import MIN_CORPUS_CHARS, assemble_corpus, builtin_corpus
-from trainer.data.corpus import load_corpus
+from trainer.data.prepare import open_data
 
 
 def test_builtin_corpus_is_big_and_deterministic(tmp_path, monkeypatch):
@@ -29,7 +30,7 @@ def test_assemble_reads_docstrings_without_importing(tmp_path):
     assert "Module doc." in text and "Function doc." in text and "Skipped." not in text
 
 
-def test_load_corpus_default_is_builtin():
-    corpus = load_corpus(None)
-    assert corpus.source == "builtin:python-docs"
-    assert corpus.sha256 == hashlib.sha256(corpus.text.encode()).hexdigest()
+def test_the_default_data_is_the_builtin_corpus_with_the_sha256_of_its_text():
+    data = open_data(TrainingConfig())
+    assert data.label == "builtin:python-docs"
+    assert data.sha256 == hashlib.sha256(builtin_corpus().encode()).hexdigest()

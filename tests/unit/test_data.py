@@ -1,16 +1,18 @@
 import pytest
 import torch
 
+from tests.conftest import tiny_config
 from trainer.data.char_tokenizer import CharTokenizer
-from trainer.data.corpus import load_corpus
+from trainer.data.corpus import check_data_file
+from trainer.data.prepare import open_data, prepare_data
 from trainer.data.sampler import ResumableBatchSampler
-from trainer.data.windows import WindowDataset, eval_loader, prepare_data, split_corpus
+from trainer.data.windows import WindowDataset, eval_loader, split_stream
 from trainer.errors import DataError
 
 
-def test_split_corpus_uses_train_ratio():
+def test_split_stream_uses_train_ratio():
     tokens = torch.arange(100)
-    train, val = split_corpus(tokens, 0.9)
+    train, val = split_stream(tokens, 0.9)
     assert len(train) == 90 and len(val) == 10
     assert train.data_ptr() == tokens.data_ptr()  # views, no copies
 
@@ -51,26 +53,30 @@ def test_eval_loader_is_fixed_and_spread():
     assert first[0][0, 0] == 0 and first[-1][-1, 0] == len(ds) - 1
 
 
-def test_load_corpus_errors(tmp_path):
+def test_data_file_errors(tmp_path):
     with pytest.raises(DataError, match="not found") as info:
-        load_corpus(str(tmp_path / "missing.txt"))
+        check_data_file(str(tmp_path / "missing.txt"))
     assert info.value.exit_code == 3 and "missing.txt" in str(info.value)
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(DataError, match="empty"):
-        load_corpus(str(tmp_path / "empty.txt"))
+        check_data_file(str(tmp_path / "empty.txt"))
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     with pytest.raises(DataError, match="not UTF-8.*offset 3"):
-        load_corpus(str(tmp_path / "latin1.txt"))
+        check_data_file(str(tmp_path / "latin1.txt"))
     with pytest.raises(DataError, match="not a regular file"):
-        load_corpus(str(tmp_path))
+        check_data_file(str(tmp_path))
+
+
+def prepared(path, tokenizer, seq_len, train_ratio):
+    config = tiny_config(path, train_ratio=train_ratio)
+    return prepare_data(config, open_data(config), tokenizer, seq_len)
 
 
 def test_too_short_for_a_window(tmp_path):
     path = tmp_path / "short.txt"
     path.write_text("just a few words here")
-    corpus = load_corpus(str(path))
     with pytest.raises(DataError, match="too short.*max_seq_len \\+ 1 = 33") as info:
-        prepare_data(corpus, CharTokenizer.from_text(corpus.text), seq_len=32, train_ratio=0.9)
+        prepared(path, CharTokenizer.from_text(path.read_text()), seq_len=32, train_ratio=0.9)
     assert str(path) in str(info.value)
 
 
@@ -78,4 +84,4 @@ def test_prepare_data_with_foreign_tokenizer_is_a_data_error(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("abcdefghij" * 20)
     with pytest.raises(DataError, match="not in the vocabulary"):
-        prepare_data(load_corpus(str(path)), CharTokenizer.from_text("abc"), seq_len=4, train_ratio=0.5)
+        prepared(path, CharTokenizer.from_text("abc"), seq_len=4, train_ratio=0.5)

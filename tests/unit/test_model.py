@@ -70,4 +70,4 @@ def test_cpu_dropout_attention_is_sdpa_when_nothing_is_dropped(monkeypatch):
     q, k, v = (torch.randn(2, 2, 8, 8) for _ in range(3))
     monkeypatch.setattr(model_module, "cpu_keep_mask", lambda shape, p, dtype: torch.ones(shape, dtype=dtype))
     expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-    assert torch.allclose(attention._attention_with_cpu_dropout(q, k, v), expected, atol=1e-6)
+    assert torch.allclose(attention._attention_with_cpu_dropout(q, k, v, None), expected, atol=1e-6)

@@ -10,7 +10,7 @@ import torch
 from tests.conftest import read_events, step_losses, tiny_config
 from trainer.config.compose import ConfigLayer
 from trainer.errors import CheckpointError, DiskWriteError, NonFiniteLossError, NonFiniteStateError
-from trainer.models.transformer import Transformer
+from trainer.models.custom_adapter import CustomTransformerAdapter
 from trainer.run.execute import run_training
 from trainer.run.plan import plan_run
 from trainer.run.rundir import create_run_dir
@@ -169,18 +169,15 @@ def test_grad_accumulation_matches_one_batch(tmp_path, corpus_file):
 
 
 def test_non_finite_loss_stops_without_checkpoint(tmp_path, corpus_file, monkeypatch):
-    original = Transformer.forward
+    original = CustomTransformerAdapter.loss_sum
     calls = {"n": 0}
 
-    def poisoned(self, tokens, targets=None):
-        logits, loss = original(self, tokens, targets)
-        if targets is not None and self.training:
-            calls["n"] += 1
-            if calls["n"] == 3:
-                loss = loss * float("nan")
-        return logits, loss
+    def poisoned(self, inputs, targets, positions=None):
+        loss = original(self, inputs, targets, positions)
+        calls["n"] += 1
+        return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(Transformer, "forward", poisoned)
+    monkeypatch.setattr(CustomTransformerAdapter, "loss_sum", poisoned)
     run_dir = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError) as info:
         run(tiny_config(corpus_file, checkpoint_cadence=1, eval_cadence=None, sampling_cadence=None), run_dir)
@@ -192,7 +189,7 @@ def test_non_finite_loss_stops_without_checkpoint(tmp_path, corpus_file, monkeyp
     # The hint names what works: a branch from the last good checkpoint with a gentler setting.
     last_good = str(run_dir / "checkpoints" / "step-00000002")
     assert f"--resume {last_good} --branch NEW_NAME learning_rate=" in info.value.hint
-    monkeypatch.setattr(Transformer, "forward", original)
+    monkeypatch.setattr(CustomTransformerAdapter, "loss_sum", original)
     branch = ConfigLayer(
         "the hint, followed",
         {"resume": last_good, "branch": "gentler", "learning_rate": 1e-4, "registry_dir": str(tmp_path / "models")},
@@ -319,16 +316,16 @@ def test_restore_trainer_brings_back_weights_optimizer_and_step(tmp_path, corpus
     from safetensors.torch import load_file
 
     from trainer.checkpoint.tensors import load_tensors
-    from trainer.data.corpus import load_corpus
+    from trainer.data.prepare import open_data
     from trainer.run.build import restore_trainer
     from trainer.training.loop import RunInfo
 
-    corpus = load_corpus(str(corpus_file))
-    info = RunInfo(tmp_path / "r2", "x", corpus.source, corpus.sha256)
+    data = open_data(config)
+    info = RunInfo(tmp_path / "r2", "x", data.label, data.sha256)
     trainer = restore_trainer(
         result.checkpoint,
         config=dataclasses.replace(config, lr_decay_steps=6),
-        corpus=corpus,
+        data=data,
         run=info,
         device=torch.device("cpu"),
     )

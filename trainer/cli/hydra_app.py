@@ -19,7 +19,7 @@ from trainer.cli.plain import PLAIN_FLAGS
 from trainer.cli.shipped import GROUPS, conf_dir, group_options
 from trainer.cli.signals import import_torch
 from trainer.config.compose import ConfigLayer, merge_layers
-from trainer.config.schema import FIELD_NAMES, TrainingConfig
+from trainer.config.schema import FIELD_NAMES, MAPPING_FIELDS, TrainingConfig
 from trainer.errors import ConfigError, TrainingInterrupted, UsageError, did_you_mean
 from trainer.run.rundir import create_run_dir, refuse_used_run_dir
 from trainer.training.distributed import current, init_from_env, on_main
@@ -74,7 +74,8 @@ def check_overrides(overrides: list[str], multirun: bool = False) -> None:
                         hint=f"choose one of: {', '.join(options)}",
                     )
             continue
-        if key not in FIELD_NAMES:
+        field, _, entry = key.partition(".")  # data_columns.prompt=question sets one entry
+        if key not in FIELD_NAMES and not (field in MAPPING_FIELDS and entry):
             raise ConfigError(
                 f"unknown key '{key}'{did_you_mean(key, [*FIELD_NAMES, *GROUPS])}",
                 key=key,
@@ -82,7 +83,7 @@ def check_overrides(overrides: list[str], multirun: bool = False) -> None:
                 hint="see the hyperparameter reference in README.md for every valid key",
             )
         for value in values:
-            merge_layers([ConfigLayer("command line", {key: value})])
+            merge_layers([ConfigLayer("command line", {field: {entry: value} if entry else value})])
 
 
 def requested_layer(config: TrainingConfig, overrides: list[str]) -> ConfigLayer:
@@ -174,7 +175,7 @@ def run_hydra(argv: list[str]) -> int:
 
     from trainer.cli.sweep import failed_jobs
 
-    argv = quote_non_ascii(argv)
+    argv = force_mapping_overrides(quote_non_ascii(argv))
     parser = get_args_parser()
     parser.prog = program_name()
 
@@ -308,6 +309,19 @@ def _sets(overrides: list[str], key: str) -> bool:
 def _is_hydra_override(override: str) -> bool:
     """Hydra's own settings (hydra.run.dir=..., hydra/launcher=...), as opposed to the run's."""
     return override.lstrip("+~").startswith("hydra")
+
+
+def force_mapping_overrides(argv: list[str]) -> list[str]:
+    """``data_columns={prompt: question}`` and ``data_columns.prompt=question`` as Hydra takes
+    them: its struct mode refuses to replace a mapping field (or add an entry to one) without
+    the ``++`` prefix, which means "set, whether or not it exists"."""
+    forced = []
+    for arg in argv:
+        key = arg.split("=", 1)[0]
+        if "=" in arg and not arg.startswith(("-", "+", "~")) and key.split(".", 1)[0] in MAPPING_FIELDS:
+            arg = f"++{arg}"
+        forced.append(arg)
+    return forced
 
 
 def quote_non_ascii(argv: list[str]) -> list[str]:

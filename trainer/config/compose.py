@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.config.schema import FIELD_NAMES, FIELD_TYPES, TrainingConfig
+from trainer.config.schema import FIELD_NAMES, FIELD_TYPES, MAPPING_FIELDS, TrainingConfig
 from trainer.errors import ConfigError, did_you_mean
 
 
@@ -75,7 +75,7 @@ def merge_layers(layers: list[ConfigLayer]):
                     source=layer.where(key),
                     hint="see the hyperparameter reference in README.md for every valid key",
                 )
-            if isinstance(value, (dict, list)) or OmegaConf.is_config(value):
+            if (isinstance(value, (dict, list)) or OmegaConf.is_config(value)) and key not in MAPPING_FIELDS:
                 raise ConfigError(
                     f"{key} must be a single value, not a {type(value).__name__}",
                     key=key,

@@ -13,6 +13,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from trainer.config.compose import ConfigLayer
+from trainer.config.schema import MAPPING_FIELDS
 from trainer.errors import ConfigError, UsageError
 
 
@@ -58,17 +59,20 @@ def overrides_layer(overrides: list[str], source: str = "command line") -> Confi
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"cannot read override {item!r}: expected key=value, e.g. max_steps=500")
-        values[key.strip()] = _parse_value(raw)
+        values[key.strip()] = _parse_value(raw, mapping=key.strip() in MAPPING_FIELDS)
     return ConfigLayer(source, values)
 
 
-def _parse_value(raw: str) -> object:
+def _parse_value(raw: str, mapping: bool = False) -> object:
     """YAML scalars (null, true, 42); anything else stays text and the schema converts it
-    (a float field reads "3e-4"); text YAML would turn into a mapping (e.g. "ROMEO:") stays text."""
+    (a float field reads "3e-4"); text YAML would turn into a mapping (e.g. "ROMEO:") stays
+    text, except for a field that holds a mapping (data_columns={prompt: question})."""
     if not raw:
         return ""  # key= sets an empty string (e.g. an empty sampling_prompt)
     try:
         parsed = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+    if mapping and isinstance(parsed, dict):
+        return parsed
     return raw if isinstance(parsed, (dict, list)) else parsed

@@ -19,6 +19,10 @@ from typing import Any
 from trainer.errors import ConfigValueError
 
 LR_SCHEDULES = ("cosine", "constant")
+DATA_FORMATS = ("auto", "text", "completion", "chat")
+LONG_EXAMPLES = ("truncate", "drop")
+# What data_columns may rename: the columns each data format reads.
+DATA_COLUMNS = ("text", "prompt", "completion", "messages", "instruction", "input", "output")
 PRECISIONS = ("fp32", "bf16")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
@@ -27,7 +31,8 @@ _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 RESUMABLE_KEYS = frozenset(
     {
         "max_steps",
-        "data_path",  # the text itself is checked by its sha256, not by its path
+        "data_path",  # the data itself is checked by its sha256, not by its path
+        "val_data_path",  # what evaluation reads, not what training computes
         "eval_cadence",
         "eval_batches",
         "sampling_cadence",
@@ -71,6 +76,13 @@ class TrainingConfig:
     # --- data ---
     data_path: str | None = None
     train_ratio: float = 0.95
+    val_data_path: str | None = None
+    data_format: str = "auto"
+    data_columns: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. {prompt: question}
+    chat_template: str | None = None  # a Jinja string or a file holding one
+    train_on_prompt: bool = False
+    packing: bool = True
+    long_examples: str = "truncate"
 
     # --- evaluation and sampling ---
     eval_cadence: int | None = None
@@ -149,6 +161,12 @@ class TrainingConfig:
         _require(self, "lr_schedule", self.lr_schedule in LR_SCHEDULES, f"must be one of {', '.join(LR_SCHEDULES)}")
         _require(self, "precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}")
         _require(self, "device", bool(_DEVICE_PATTERN.match(self.device)), "must be auto, cpu, mps, cuda or cuda:N")
+        _require(self, "data_format", self.data_format in DATA_FORMATS, f"must be one of {', '.join(DATA_FORMATS)}")
+        _require(
+            self, "long_examples", self.long_examples in LONG_EXAMPLES, f"must be one of {', '.join(LONG_EXAMPLES)}"
+        )
+        unknown = sorted(set(self.data_columns) - set(DATA_COLUMNS))
+        _require(self, "data_columns", not unknown, f"may rename only {', '.join(DATA_COLUMNS)} (not {unknown})")
         if self.d_model % self.n_heads != 0:
             raise ConfigValueError("d_model", self.d_model, "must be divisible by n_heads", "n_heads", self.n_heads)
         if self.batch_size % self.grad_accum_steps != 0:
@@ -182,3 +200,5 @@ def _require(cfg: TrainingConfig, key: str, ok: bool, rule: str) -> None:
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainingConfig))
 FIELD_TYPES = typing.get_type_hints(TrainingConfig)
 _FLOAT_FIELDS = tuple(name for name in FIELD_NAMES if FIELD_TYPES[name] in (float, float | None))
+# Fields that hold a mapping (the rest hold one value each).
+MAPPING_FIELDS = tuple(name for name in FIELD_NAMES if str(FIELD_TYPES[name]).startswith("dict"))

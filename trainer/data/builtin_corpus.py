@@ -17,8 +17,10 @@ import hashlib
 import os
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
+from trainer.data.cache_location import cache_root
 from trainer.errors import DataError
 
 BUILTIN_CORPUS_LABEL = "builtin:python-docs"
@@ -76,9 +78,24 @@ def _docstrings(source: Path) -> list[str]:
     return found
 
 
+def builtin_corpus_file() -> Path:
+    """The built-in corpus as a file, so it is read like any text file: its cache, or, where
+    the cache cannot be written, a private copy for this process."""
+    path = cache_path()
+    if path.is_file():
+        return path
+    text = builtin_corpus()
+    if path.is_file():
+        return path
+    handle, name = tempfile.mkstemp(prefix="lmrunner-builtin-corpus-", suffix=".txt")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(text)
+    return Path(name)
+
+
 def cache_path(root: Path | None = None) -> Path:
-    """Where this Python's built-in corpus is cached (under ``root``, default $LMRUNNER_CACHE)."""
-    root = root or Path(os.environ.get("LMRUNNER_CACHE") or Path.home() / ".cache" / "lmrunner")
+    """Where this Python's built-in corpus is cached (under ``root``, default the cache root)."""
+    root = root or cache_root()
     key = hashlib.sha256(f"{sys.version}|{sysconfig.get_paths()['stdlib']}".encode()).hexdigest()[:16]
     return root / f"builtin-corpus-{key}.txt"
 

@@ -62,8 +62,10 @@ class ResumableBatchSampler:
 
 
 def train_loader(dataset: Dataset, sampler: ResumableBatchSampler) -> DataLoader:
-    # num_workers=0: batches are views plus one stack, far cheaper than a worker process.
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=0, generator=private_generator())
+    # num_workers=0: batches are a few slices of a memory map and one stack, far cheaper
+    # than a worker process. A dataset of rows of different lengths brings its own collate.
+    collate = getattr(dataset, "collate", None)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=0, generator=private_generator(), collate_fn=collate)
 
 
 def private_generator() -> torch.Generator:

@@ -8,6 +8,7 @@ which kind they hold. A checkpoint's tokenizer files tell ``load_tokenizer`` the
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -52,6 +53,27 @@ class HFTokenizer:
     @property
     def eos_id(self) -> int | None:
         return self.tokenizer.eos_token_id
+
+    @property
+    def fingerprint(self) -> str:
+        """What decides its ids (a tokenized-data cache key part): a fast tokenizer's whole
+        definition, else its vocabulary, with the special tokens either way."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        definition = backend.to_str() if backend is not None else json.dumps(self.tokenizer.get_vocab(), sort_keys=True)
+        specials = json.dumps(self.tokenizer.special_tokens_map, sort_keys=True, default=str)
+        return hashlib.sha256(f"{definition}\0{specials}".encode()).hexdigest()
+
+    @property
+    def start_ids(self) -> list[int]:
+        """What the tokenizer puts before a text of its own accord (Llama's BOS; nothing for
+        Qwen or GPT-2): each example starts with it, as in pre-training."""
+        with_specials = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+        plain = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        return with_specials[: len(with_specials) - len(plain)] if with_specials[-len(plain) :] == plain else []
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Many texts at once: a fast tokenizer spreads a batch over the CPU's cores."""
+        return self.tokenizer(texts, add_special_tokens=False, verbose=False, return_attention_mask=False)["input_ids"]
 
     def encode(self, text: str) -> torch.Tensor:
         # No BOS/EOS: training windows are cut from one long stream of text. verbose=False:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from trainer.config.schema import TrainingConfig
 
@@ -34,8 +35,14 @@ class ModelAdapter(Protocol):
     tokenizer: Any  # CharTokenizer or HFTokenizer: encode, decode, vocab_size, identifier
     max_positions: int  # the longest window the model can take
 
+    def loss_sum(
+        self, inputs: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Summed next-token cross entropy over the targets that count (-100: left out);
+        ``targets`` are already the next tokens; ``positions`` mark packed examples."""
+
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross entropy; ``targets`` are already the next tokens."""
+        """Mean next-token cross entropy over the targets that count."""
 
     def generate(
         self, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: float, generator: torch.Generator
@@ -64,3 +71,17 @@ def settings_overridden(config: Any, own: dict[str, Any]) -> list[str]:
         for key, value in own.items()
         if value is not None and getattr(config, key) not in (value, getattr(defaults, key))
     ]
+
+
+IGNORE_INDEX = -100  # a target the loss leaves out: the field's convention (transformers, torchtune)
+
+
+def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross entropy summed over the targets that count, in fp32 whatever the logits' dtype.
+    Summed, not averaged: the Trainer divides by the targets of the whole global batch, so
+    a batch of examples with more targets weighs more, as the field's mean over tokens does."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def count_targets(targets: torch.Tensor) -> torch.Tensor:
+    return (targets != IGNORE_INDEX).sum().clamp(min=1)

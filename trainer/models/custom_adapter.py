@@ -11,7 +11,7 @@ from safetensors.torch import load_model, save_model
 
 from trainer.data.char_tokenizer import CharTokenizer
 from trainer.data.tokenizers import HFTokenizer, load_tokenizer
-from trainer.models.adapter import CUSTOM_ARCHITECTURE, settings_overridden
+from trainer.models.adapter import CUSTOM_ARCHITECTURE, settings_overridden, token_loss_sum
 from trainer.models.transformer import Transformer, TransformerShape
 
 WEIGHTS_FILE = "model.safetensors"
@@ -40,6 +40,10 @@ class CustomTransformerAdapter:
         adapter = cls(Transformer(shape), tokenizer, from_config=False)
         load_model(adapter.model, str(directory / WEIGHTS_FILE))
         return adapter
+
+    def loss_sum(self, inputs, targets, positions=None):
+        logits = self.train_module(inputs, None, positions)[0]
+        return token_loss_sum(logits, targets)
 
     def loss(self, inputs, targets):
         return self.train_module(inputs, targets)[1]

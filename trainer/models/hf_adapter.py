@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from trainer.data.tokenizers import HFTokenizer, load_tokenizer, refuse_custom_code
-from trainer.models.adapter import settings_overridden
+from trainer.models.adapter import count_targets, settings_overridden, token_loss_sum
 from trainer.models.model_card import write_model_card
+from trainer.models.transformer import within_examples
 
 
 class HFCausalLMAdapter:
@@ -34,11 +34,27 @@ class HFCausalLMAdapter:
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, trust_remote_code=False)
         return cls(model, tokenizer or load_tokenizer(directory), architecture_type)
 
-    def loss(self, inputs, targets):
+    def loss_sum(self, inputs, targets, positions=None):
         # No labels=: transformers would shift them by one more position. Our targets are
-        # shifted already, so the loss is plain cross entropy over every position.
-        logits = self.train_module(input_ids=inputs, use_cache=False).logits
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        # shifted already, so the loss is plain cross entropy over every counted position.
+        logits = self.train_module(input_ids=inputs, use_cache=False, **self._packed(positions)).logits
+        return token_loss_sum(logits, targets)
+
+    def loss(self, inputs, targets):
+        return self.loss_sum(inputs, targets) / count_targets(targets)
+
+    def _packed(self, positions) -> dict:
+        """For a row of packed examples: each example's own positions, and attention that
+        stays within it. FlashAttention 2 reads that from the restarting positions alone;
+        eager and sdpa attention (the CPU's) take it as a 4-D additive mask (a boolean one
+        is right for sdpa but not for eager, which adds the mask to the scores)."""
+        if positions is None:
+            return {}
+        if "flash" in str(getattr(self.model.config, "_attn_implementation", "")):
+            return {"position_ids": positions}
+        blocked = ~within_examples(positions)
+        mask = torch.zeros(blocked.shape, device=positions.device).masked_fill(blocked, torch.finfo(torch.float32).min)
+        return {"position_ids": positions, "attention_mask": mask}
 
     @torch.no_grad()
     def generate(self, prompt_ids, max_new_tokens, temperature, generator):

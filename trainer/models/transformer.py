@@ -69,26 +69,32 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(shape.d_model, shape.d_model)
         self.proj_dropout = Dropout(shape.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attend: torch.Tensor | None = None) -> torch.Tensor:
+        """``attend`` (batch, 1, seq, seq), True where a position may look: for rows of packed
+        examples, causal within each example; None: plain causal attention."""
         batch, seq, d_model = x.shape
         q, k, v = self.qkv(x).split(d_model, dim=2)
         # (batch, seq, d_model) -> (batch, heads, seq, head_dim)
         q, k, v = (t.view(batch, seq, self.n_heads, -1).transpose(1, 2) for t in (q, k, v))
         if self.training and self.dropout > 0 and x.device.type == "cpu":
-            y = self._attention_with_cpu_dropout(q, k, v)
+            y = self._attention_with_cpu_dropout(q, k, v, attend)
         else:
             dropout_p = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, is_causal=attend is None, dropout_p=dropout_p)
         y = y.transpose(1, 2).reshape(batch, seq, d_model)
         return self.proj_dropout(self.proj(y))
 
-    def _attention_with_cpu_dropout(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _attention_with_cpu_dropout(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attend: torch.Tensor | None
+    ) -> torch.Tensor:
         """What SDPA computes, spelled out. On the CPU, SDPA has no fused kernel with
         dropout and falls back to these same steps, with torch's slower mask."""
         seq = q.shape[2]
         # -inf above the diagonal: position i may only look at positions <= i. Built for this
         # window, not kept as a max_seq_len^2 buffer in every layer.
         causal = torch.full((seq, seq), float("-inf"), device=q.device).triu(1)
+        if attend is not None:
+            causal = torch.zeros(attend.shape, device=q.device).masked_fill(~attend, float("-inf"))
         scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1])) + causal
         weights = scores.softmax(dim=-1)
         return (weights * cpu_keep_mask(weights.shape, self.dropout, weights.dtype)) @ v
@@ -115,9 +121,18 @@ class Block(nn.Module):
         self.mlp_norm = nn.LayerNorm(shape.d_model)
         self.mlp = FeedForward(shape)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x))
+    def forward(self, x: torch.Tensor, attend: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), attend)
         return x + self.mlp(self.mlp_norm(x))
+
+
+def within_examples(positions: torch.Tensor) -> torch.Tensor:
+    """(batch, 1, seq, seq) True where position i may attend to position j: j <= i and both
+    in the same example (an example starts where its position is 0)."""
+    example = torch.cumsum(positions == 0, dim=1)
+    seq = positions.shape[1]
+    causal = torch.ones(seq, seq, dtype=torch.bool, device=positions.device).tril()
+    return (causal & (example[:, :, None] == example[:, None, :]))[:, None]
 
 
 class Transformer(nn.Module):
@@ -153,20 +168,27 @@ class Transformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(
-        self, tokens: torch.Tensor, targets: torch.Tensor | None = None
+        self, tokens: torch.Tensor, targets: torch.Tensor | None = None, positions: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return (logits, loss). ``targets`` are already shifted by one position."""
+        """Return (logits, loss). ``targets`` are already shifted by one position; -100 marks
+        one the loss leaves out, and the loss is the mean over the others. ``positions``
+        (batch, seq), for rows of packed examples, restart at 0 where an example starts:
+        each example then sees its own positions and only its own tokens."""
         seq = tokens.shape[1]
         if seq > self.shape.max_seq_len:
             raise ValueError(f"sequence of {seq} tokens exceeds max_seq_len {self.shape.max_seq_len}")
-        positions = torch.arange(seq, device=tokens.device)
+        attend = None
+        if positions is None:
+            positions = torch.arange(seq, device=tokens.device)
+        else:
+            attend = within_examples(positions)
         x = self.embedding_dropout(self.token_embedding(tokens) + self.position_embedding(positions))
         for block in self.blocks:
-            x = block(x)
+            x = block(x, attend)
         logits = self.lm_head(self.final_norm(x))
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
         return logits, loss
 
     @torch.no_grad()

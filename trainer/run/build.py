@@ -15,9 +15,9 @@ import torch
 from trainer.checkpoint.verify import verify_checkpoint
 from trainer.config.schema import TrainingConfig
 from trainer.data.char_tokenizer import CharTokenizer
-from trainer.data.corpus import Corpus
+from trainer.data.prepare import DataSpec, Progress, char_vocabulary, prepare_data
 from trainer.data.tokenizers import load_tokenizer
-from trainer.data.windows import eval_loader, prepare_data
+from trainer.data.windows import eval_loader
 from trainer.errors import CheckpointError, ConfigError, DataError, LmrunnerError, UsageError, first_line
 from trainer.models.adapter import CUSTOM_ARCHITECTURE, ModelAdapter
 from trainer.models.custom_adapter import CustomTransformerAdapter
@@ -43,13 +43,13 @@ def model_shape(config: TrainingConfig, vocab_size: int) -> TransformerShape:
     )
 
 
-def new_adapter(config: TrainingConfig, corpus: Corpus, source: ModelSource) -> ModelAdapter:
+def new_adapter(config: TrainingConfig, data: DataSpec, source: ModelSource) -> ModelAdapter:
     """The model a new run starts from, with its tokenizer (or the configured override)."""
     torch.manual_seed(config.seed)  # the initial weights, then dropout, follow from the seed
     override_dir = tokenizer_directory(config)
     override = load_tokenizer(override_dir, config.tokenizer) if override_dir else None
     if source.name is None:
-        tokenizer = override or CharTokenizer.from_text(corpus.text)
+        tokenizer = override or CharTokenizer(char_vocabulary(config, data))
         return CustomTransformerAdapter.new(model_shape(config, tokenizer.vocab_size), tokenizer)
     try:
         adapter = load_adapter(source.directory, source.architecture_type, config.dropout, override)
@@ -67,26 +67,28 @@ def new_adapter(config: TrainingConfig, corpus: Corpus, source: ModelSource) -> 
 
 def new_trainer(
     config: TrainingConfig,
-    corpus: Corpus,
+    data: DataSpec,
     run: RunInfo,
     device: torch.device,
     *,
     adapter: ModelAdapter,
     autocast_dtype: torch.dtype | None = None,
     hooks: list[Hook] | None = None,
+    progress: Progress | None = None,
 ) -> Trainer:
     if config.sampling_cadence:
         _check_prompt(config.sampling_prompt, adapter.tokenizer)
     # A window never exceeds the positions the model has (an imported model may have fewer).
     seq_len = min(config.max_seq_len, adapter.max_positions)
-    data = prepare_data(corpus, adapter.tokenizer, seq_len, config.train_ratio)
+    prepared = prepare_data(config, data, adapter.tokenizer, seq_len, progress)
+    run.data.update(prepared.info)  # recorded in run_start and every checkpoint
     adapter.model.to(device)
     return Trainer(
         adapter,
         create_optimizer(adapter, config, device),
         config,
-        eval_loader(data.val, config.batch_size, config.eval_batches),
-        train_dataset=data.train,
+        eval_loader(prepared.val, config.batch_size, config.eval_batches),
+        train_dataset=prepared.train,
         run=run,
         device=device,
         autocast_dtype=autocast_dtype,
@@ -98,18 +100,19 @@ def restore_trainer(
     path: Path,
     *,
     config: TrainingConfig,
-    corpus: Corpus,
+    data: DataSpec,
     run: RunInfo,
     device: torch.device,
     autocast_dtype: torch.dtype | None = None,
     hooks: list[Hook] | None = None,
+    progress: Progress | None = None,
 ) -> Trainer:
     """A trainer in exactly the state saved at ``path`` (verified against its manifest)."""
     state = verify_checkpoint(path)
-    if state.get("data_sha256") != corpus.sha256:
+    if state.get("data_sha256") != data.sha256:
         raise DataError(
-            f"differs from the text checkpoint {path} was trained on ({state.get('data_source')})",
-            path=corpus.source,
+            f"differs from the data checkpoint {path} was trained on ({state.get('data_source')})",
+            path=data.label,
             hint="resume with the same data (--data) or start a new run",
         )
     architecture = (state.get("lineage") or {}).get("architecture_type", CUSTOM_ARCHITECTURE)
@@ -117,7 +120,9 @@ def restore_trainer(
         adapter = load_adapter(path, architecture, config.dropout)
     except (OSError, ValueError, KeyError, RuntimeError) as err:  # transformers' errors run to several lines
         raise CheckpointError(f"the model or tokenizer in it is unusable ({first_line(err)})", str(path)) from err
-    trainer = new_trainer(config, corpus, run, device, adapter=adapter, autocast_dtype=autocast_dtype, hooks=hooks)
+    trainer = new_trainer(
+        config, data, run, device, adapter=adapter, autocast_dtype=autocast_dtype, hooks=hooks, progress=progress
+    )
     trainer.load_state_files(path)  # a file that does not fit is a CheckpointError naming it
     trainer.step = state["step"]
     trainer.last_checkpoint_step, trainer.last_checkpoint = state["step"], path

@@ -105,3 +105,22 @@ class ConsoleHook(Hook):
 
     def close(self) -> None:
         self.bar.close()
+
+
+def tokenizing_progress(shown: bool):
+    """A progress bar for tokenizing data (bytes of text, or examples), on a terminal only;
+    the data layer reports to it and says the outcome in one line either way."""
+    if not (shown and sys.stderr.isatty()):
+        return None
+    bars: dict[str, tqdm] = {}
+
+    def update(what: str, done: int, total: int) -> None:
+        bar = bars.get(what)
+        if bar is None:
+            bar = bars[what] = tqdm(total=total, desc=what, unit_scale=True, dynamic_ncols=True, file=sys.stderr)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+            del bars[what]
+
+    return update

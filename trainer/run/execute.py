@@ -18,10 +18,11 @@ from typing import Any
 import torch
 
 from trainer.config.schema import TrainingConfig
-from trainer.data.corpus import load_corpus
+from trainer.data.prepare import open_data
 from trainer.errors import DiskWriteError, LmrunnerError, NonFiniteLossError, NonFiniteStateError, TrainingInterrupted
 from trainer.models.source import ModelSource, lineage_for, select_model
 from trainer.run.build import new_adapter, new_trainer, restore_trainer
+from trainer.run.console import tokenizing_progress
 from trainer.run.events import EventLog, new_run_id
 from trainer.run.hooks import default_hooks
 from trainer.run.metadata import fine_tune_mode, log_start, run_metadata
@@ -66,7 +67,7 @@ def run_training(
     if device.type == "cuda":
         torch.cuda.set_device(device)
     precision = configure_precision(config.precision, config.fast_matmul, device)
-    corpus = load_corpus(config.data_path)
+    data = open_data(config)  # reads the data's files once, for their sha256
     continuing = resume is not None and resume.continue_in == run_dir
     run_id = resume.state["run_id"] if continuing else distributed.on_main(new_run_id)
 
@@ -82,25 +83,30 @@ def run_training(
         lineage = lineage_for(source)
         if branched_from is not None:
             lineage["branched_from"] = str(branched_from)
-    run = RunInfo(run_dir, run_id, corpus.source, corpus.sha256, lineage=lineage)
+    run = RunInfo(run_dir, run_id, data.label, data.sha256, lineage=lineage)
     start_step = resume.state["step"] if resume else 0
     hooks = default_hooks(config, events, start_step, console=console and ranks.is_main)
     trainer: Trainer | None = None
     status, closing = "failed", None  # closing: the line train.log ends with when the run did not complete
     try:
         common = dict(
-            config=config, corpus=corpus, run=run, device=device, autocast_dtype=precision.autocast_dtype, hooks=hooks
+            config=config,
+            data=data,
+            run=run,
+            device=device,
+            autocast_dtype=precision.autocast_dtype,
+            hooks=hooks,
+            progress=tokenizing_progress(console and ranks.is_main),
         )
         if resume:
             trainer = restore_trainer(resume.checkpoint, **common)
         else:
-            trainer = new_trainer(**common, adapter=new_adapter(config, corpus, source))
+            trainer = new_trainer(**common, adapter=new_adapter(config, data, source))
         metadata = run_metadata(
             trainer,
             seed_source=seed_source,
             precision=precision,
             hooks=hooks,
-            corpus=corpus,
             source=source,
             fine_tune=fine_tune_mode(lineage, resumed=resume is not None, continuing=continuing),
         )

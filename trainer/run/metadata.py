@@ -62,7 +62,7 @@ def model_metadata(trainer, source: ModelSource | None) -> dict[str, Any]:
     return meta
 
 
-def run_metadata(trainer, *, seed_source, precision, hooks, corpus, source, fine_tune) -> dict[str, Any]:
+def run_metadata(trainer, *, seed_source, precision, hooks, source, fine_tune) -> dict[str, Any]:
     config = trainer.config
     return {
         "config": config.to_dict(),
@@ -75,13 +75,9 @@ def run_metadata(trainer, *, seed_source, precision, hooks, corpus, source, fine
         "lineage": trainer.run.lineage,
         "fine_tune": fine_tune,
         "tokenizer": {"identifier": trainer.tokenizer.identifier, "override": config.tokenizer},
-        "data": {
-            "source": corpus.source,
-            "sha256": corpus.sha256,
-            "characters": len(corpus.text),
-            "train_windows": len(trainer.train_dataset),
-            "val_windows": len(trainer.val_dataloader.dataset),
-        },
+        # source, sha256, the format decided and why, examples, tokens, target tokens,
+        # truncated and dropped examples, the chat template's sha256, the token cache.
+        "data": trainer.run.data,
         "device": str(trainer.device),
         "world_size": trainer.ranks.world_size,  # DDP ranks; batch_size is the global batch
         "precision": {"setting": config.precision, "matmul": precision.matmul, "note": precision.note},
@@ -108,11 +104,17 @@ def log_start(run, meta: dict[str, Any], resume, continuing: bool) -> None:
             "max_seq_len=%d capped to %d, the positions the model has", meta["config"]["max_seq_len"], model["seq_len"]
         )
     log.info(
-        "data: %s (%s characters, tokenizer %s%s)",
+        "data: %s, %s (%s): %s tokens%s, tokenizer %s%s; tokens %s",
         data["source"],
-        f"{data['characters']:,}",
+        data["format"],
+        data["format_reason"],
+        f"{data['tokens']:,}",
+        ""
+        if data["format"] == "text"
+        else f" in {data['examples']:,} examples, {data['target_tokens']:,} of them targets",
         meta["tokenizer"]["identifier"],
         f", override {meta['tokenizer']['override']}" if meta["tokenizer"]["override"] else "",
+        "from the cache" if data["token_cache_hit"] else "cached",
     )
     log.info(
         "device: %s, %s (%s); seed %d (%s)",

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from trainer.config.compose import ConfigLayer, compose_config
 from trainer.config.schema import TrainingConfig
-from trainer.data.builtin_corpus import BUILTIN_CORPUS_LABEL
 from trainer.data.corpus import check_data_file
+from trainer.data.prepare import check_data_source
 from trainer.data.windows import check_window_fits, split_sizes
 from trainer.errors import ConfigError, ConfigValueError, UsageError
 from trainer.models.source import check_tokenizer_setting, registry_of, select_model
@@ -73,13 +73,18 @@ _SHAPE_KEYS = ("n_layers", "d_model", "n_heads", "d_ff", "max_seq_len")
 
 
 def check_data(config: TrainingConfig) -> None:
-    """Read the data through once; with the character tokenizer (one token per character)
-    the windows can be checked too. A subword tokenizer's count is known only after
-    tokenizing, in the run."""
-    characters = check_data_file(config.data_path)
-    if config.model_name is None and config.tokenizer is None:
-        train, val = split_sizes(characters, config.train_ratio)
-        check_window_fits(train, val, config.max_seq_len, config.data_path or BUILTIN_CORPUS_LABEL)
+    """The data paths name data (and a table has the datasets package to read it); text is
+    read through once, and with the character tokenizer (one token per character) the
+    windows can be checked too. Tables and subword token counts are read in the run."""
+    train, *val = check_data_source(config)
+    counts = {
+        source.label: sum(check_data_file(str(path)) for path in source.files)
+        for source in (train, *val)
+        if source.is_text
+    }
+    if train.is_text and not val and config.model_name is None and config.tokenizer is None:
+        train_chars, val_chars = split_sizes(counts[train.label], config.train_ratio)
+        check_window_fits(train_chars, val_chars, config.max_seq_len, train.label)
 
 
 def check_batch_split(config: TrainingConfig, world_size: int) -> None:

@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from trainer.checkpoint.find import prune_checkpoints
 from trainer.checkpoint.tensors import save_tensors
 from trainer.checkpoint.write import write_checkpoint
 from trainer.config.schema import TrainingConfig
 from trainer.data.sampler import ResumableBatchSampler, train_loader
-from trainer.data.windows import WindowDataset
 from trainer.errors import NonFiniteLossError, NonFiniteStateError, TrainingInterrupted
+from trainer.models.adapter import IGNORE_INDEX
 from trainer.training import distributed
 from trainer.training.finite import first_non_finite, optimizer_tensors
 from trainer.training.hooks import Hook
@@ -47,6 +47,7 @@ class RunInfo:
     data_source: str
     data_sha256: str
     lineage: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # format, counts, template: what the data was
 
 
 class Trainer:
@@ -57,7 +58,7 @@ class Trainer:
         config: TrainingConfig,
         val_dataloader: DataLoader,
         *,
-        train_dataset: WindowDataset,
+        train_dataset: Dataset,
         run: RunInfo,
         device: torch.device,
         autocast_dtype: torch.dtype | None = None,
@@ -92,24 +93,31 @@ class Trainer:
 
     # --- one step -------------------------------------------------------------------
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+    def training_step(self, batch: tuple[torch.Tensor, ...]) -> float:
         """One optimizer step on one global batch (under DDP: this rank's slice of it);
-        returns the mean loss over the global batch.
+        returns the mean loss over the targets of the global batch.
 
-        With grad_accum_steps > 1 the batch is split into that many micro-batches whose
-        gradients add up, so batch_size always means the batch one step learns from.
+        ``batch`` is (inputs, targets) or, for rows of packed examples, (inputs, targets,
+        positions); a target of -100 does not count. With grad_accum_steps > 1 the batch is
+        split into that many micro-batches whose gradients add up, so batch_size always
+        means the batch one step learns from.
         """
-        inputs, targets = (t.to(self.device, non_blocking=True) for t in batch)
+        batch = [t.to(self.device, non_blocking=True) for t in batch]
         set_lr(self.optimizer, lr_at(self.step, self.config))
         self.model.train()
         micro_batches = self.config.grad_accum_steps
+        # The mean over every target of the global batch: each micro-batch's summed loss is
+        # divided by that count (known before the first backward), and multiplied by the
+        # number of ranks, since DDP averages the ranks' gradients.
+        targets = self._global_targets(batch[1])
+        scale = self.ranks.world_size / targets
         total = torch.zeros((), device=self.device)
-        for i, (x, y) in enumerate(zip(inputs.chunk(micro_batches), targets.chunk(micro_batches), strict=True)):
+        for i, micro in enumerate(zip(*(t.chunk(micro_batches) for t in batch), strict=True)):
             with self._autocast(), self._sync_gradients(last=i == micro_batches - 1):
-                loss = self.adapter.loss(x, y)
-                (loss / micro_batches).backward()
-            total += loss.detach() / micro_batches
-        mean_loss = self._agree(total)
+                loss_sum = self.adapter.loss_sum(*micro)
+                (loss_sum * scale).backward()
+            total += loss_sum.detach()
+        mean_loss = self._agree(total) / targets
         if not math.isfinite(mean_loss):
             # Leave the weights as they were before this step: nothing non-finite is saved.
             self.optimizer.zero_grad(set_to_none=True)
@@ -123,23 +131,31 @@ class Trainer:
         self.last_loss = mean_loss
         return mean_loss
 
+    def _global_targets(self, targets: torch.Tensor) -> int:
+        """How many targets count in the global batch (every rank's share)."""
+        count = (targets != IGNORE_INDEX).sum()
+        if self.ranks.distributed:
+            torch.distributed.all_reduce(count)
+        return max(1, int(count.item()))
+
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss over the fixed validation batches (dropout off, no RNG drawn). Under DDP
-        the ranks share the batches out and the mean is taken over all of them."""
+        """Mean loss over the targets of the fixed validation batches (dropout off, no RNG
+        drawn). Under DDP the ranks share the batches out and the mean is over all of them."""
         self.model.eval()
         ranks = self.ranks
-        total = torch.zeros(2, dtype=torch.float64, device=self.device)  # sum of batch losses, batches
-        for i, (inputs, targets) in enumerate(self.val_dataloader):
+        total = torch.zeros(2, dtype=torch.float64, device=self.device)  # summed loss, targets
+        for i, batch in enumerate(self.val_dataloader):
             if i % ranks.world_size != ranks.rank:
                 continue
+            batch = [t.to(self.device) for t in batch]
             with self._autocast():
-                loss = self.adapter.loss(inputs.to(self.device), targets.to(self.device))
-            total += torch.stack([loss.detach().double(), torch.ones((), dtype=torch.float64, device=self.device)])
+                loss_sum = self.adapter.loss_sum(*batch)
+            total += torch.stack([loss_sum.detach().double(), (batch[1] != IGNORE_INDEX).sum().double()])
         if ranks.distributed:
             torch.distributed.all_reduce(total)
         self.model.train()
-        self.last_val_loss = (total[0] / total[1]).item()
+        self.last_val_loss = (total[0] / total[1].clamp(min=1)).item()
         return self.last_val_loss
 
     def sample(
@@ -188,10 +204,11 @@ class Trainer:
         """Train until ``max_steps``; ``batches`` (default: ``train_batches()``) must start at this step."""
         batches = self.train_batches() if batches is None else batches
         with self._stop_on_signals():
-            tokens_per_step = self.config.batch_size * self.config.max_seq_len
             while self.step < self.config.max_steps:
                 started = time.perf_counter()
-                loss = self.training_step(next(batches))
+                batch = next(batches)
+                tokens_per_step = batch[0].numel() * self.ranks.world_size
+                loss = self.training_step(batch)
                 elapsed = time.perf_counter() - started
                 self.report(
                     "step",
@@ -212,7 +229,7 @@ class Trainer:
             hook.on_event(self, record)
 
     def _agree(self, local_loss: torch.Tensor) -> float:
-        """The global batch's mean loss, and whether any rank was asked to stop, in one
+        """The global batch's summed loss, and whether any rank was asked to stop, in one
         all-reduce: so every rank stops after the same step, whichever got the signal."""
         stop_code = _STOP_SIGNALS.index(self._stop_signal) + 1 if self._stop_signal else 0
         if not self.ranks.distributed:
@@ -225,7 +242,7 @@ class Trainer:
         torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
         if stop.item() and not self._stop_agreed:
             self._stop_agreed = _STOP_SIGNALS[int(stop.item()) - 1]
-        return loss.item() / self.ranks.world_size
+        return loss.item()
 
     def _sync_gradients(self, last: bool):
         """Under DDP, gradients are averaged over ranks only on the last micro-batch."""
@@ -312,6 +329,7 @@ class Trainer:
             "tokenizer": self.tokenizer.identifier,
             "data_source": self.run.data_source,
             "data_sha256": self.run.data_sha256,
+            "data": self.run.data,
             "lineage": self.run.lineage,
             "last_loss": self.last_loss,
             "last_val_loss": self.last_val_loss,
