@@ -107,31 +107,45 @@ def rehash(checkpoint: Path) -> None:
     manifest_path.write_text(json.dumps(manifest))
 
 
-def build_tiny_qwen(directory: Path, vocab_size: int = 320) -> Path:
+# ChatML, the template of Qwen's chat models, shortened: no default system prompt.
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_qwen(directory: Path, vocab_size: int = 320, chat: bool = False) -> Path:
     """A real Qwen2 causal LM in Hugging Face layout, small enough to build in a second, with
-    a byte-level BPE tokenizer (Qwen's kind) trained on a slice of the built-in corpus."""
+    a byte-level BPE tokenizer (Qwen's kind) trained on a slice of the built-in corpus. With
+    ``chat``, the tokenizer has ChatML's special tokens and chat template."""
     transformers = pytest.importorskip("transformers")
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     from trainer.data.builtin_corpus import builtin_corpus
 
+    specials = ["<|endoftext|>", *(["<|im_start|>", "<|im_end|>"] if chat else [])]
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=["<|endoftext|>"],
+        special_tokens=specials,
         show_progress=False,
     )
     bpe.train_from_iterator([builtin_corpus()[:100_000]], trainer)
     learned = json.loads(bpe.to_str())["model"]
     tokenizer = transformers.Qwen2Tokenizer(
-        vocab=learned["vocab"], merges=[tuple(m) for m in learned["merges"]], eos_token="<|endoftext|>"
+        vocab=learned["vocab"],
+        merges=[tuple(m) for m in learned["merges"]],
+        eos_token="<|endoftext|>",
+        additional_special_tokens=specials[1:] or None,
     )
+    if chat:
+        tokenizer.chat_template = CHATML
     config = transformers.Qwen2Config(
-        vocab_size=vocab_size,
+        vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
@@ -149,3 +163,8 @@ def build_tiny_qwen(directory: Path, vocab_size: int = 320) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen_dir(tmp_path_factory) -> Path:
     return build_tiny_qwen(tmp_path_factory.mktemp("hf") / "tiny-qwen")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_qwen_dir(tmp_path_factory) -> Path:
+    return build_tiny_qwen(tmp_path_factory.mktemp("hf-chat") / "tiny-chat-qwen", chat=True)

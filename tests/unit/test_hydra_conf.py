@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import REPO
 from trainer.cli.hydra_app import check_overrides, group_precedence, register, requested_layer
-from trainer.cli.shipped import conf_dir, group_options
+from trainer.cli.shipped import conf_dir, group_of_config, group_options
 from trainer.config.compose import compose_config
 from trainer.config.parse import yaml_layer
 from trainer.config.schema import TrainingConfig
@@ -72,6 +72,7 @@ def test_defaults_compose_to_the_schema_defaults():
         ("detailed-eval.yaml", ["training=detailed"]),
         ("qwen-base.yaml", ["model=qwen-base"]),
         ("qwen-finetuned.yaml", ["model=qwen-finetuned"]),
+        ("qwen-chat.yaml", ["model=qwen-base", "data=chat"]),
         (
             "small-model.yaml",
             [
@@ -94,6 +95,8 @@ def test_defaults_compose_to_the_schema_defaults():
 )
 def test_configs_mirror_their_group_combination(mirror, overrides):
     assert compose_config([yaml_layer(str(REPO / "configs" / mirror))]) == composed(overrides)
+    if overrides and "=" in overrides[0] and overrides[0].split("=")[0] in ("model", "training", "data"):
+        assert group_of_config(mirror) == " ".join(overrides)  # what the first line declares
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 # The Hydra config groups (folders of conf/ whose options are chosen as GROUP=OPTION).
-GROUPS = ("model", "training")
+GROUPS = ("model", "training", "data")
 _TRAINER_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -52,7 +52,7 @@ def group_options(group: str) -> list[str]:
 
 
 # An example's first line names the group choice it mirrors: "(the same as: python main.py training=fast)".
-_MIRRORS = re.compile(r"\(the same as: python main\.py (\w+=[\w-]+)\)")
+_MIRRORS = re.compile(r"\(the same as: python main\.py (\w+=[\w-]+(?: \w+=[\w-]+)*)\)")
 
 
 def _mirrors() -> dict[str, str]:

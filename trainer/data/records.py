@@ -37,6 +37,8 @@ def load_table(source: DataSource):
 
     datasets.disable_progress_bars()  # the run's own console says what is happening
     _quiet_hub_retries()
+    if source.kind == "table" and all(_blank(file) for file in source.files):
+        raise DataError("the data has no examples", path=source.label, hint="give a file with examples in it")
     try:
         if source.kind == "saved":
             loaded = datasets.load_from_disk(source.label)
@@ -124,3 +126,10 @@ def _quiet_hub_retries() -> None:
     from huggingface_hub.utils import logging as hub_logging
 
     hub_logging.set_verbosity_error()
+
+
+def _blank(file: Path) -> bool:
+    """An empty file (or one of whitespace only), which datasets would fail on obscurely."""
+    if file.stat().st_size > 4096:
+        return False
+    return not file.read_bytes().strip()

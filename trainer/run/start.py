@@ -7,6 +7,8 @@ for under ``.hydra/`` and calls ``run_training``.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +64,11 @@ def _discard_if_unused(config: TrainingConfig, run_dir: Path, branch: bool) -> N
 
         delete_model(registry_of(config), config.model_name)
     shutil.rmtree(run_dir, ignore_errors=True)
+    day = run_dir.parent
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", day.name):  # outputs/DATE/ and outputs/ that it left empty
+        with contextlib.suppress(OSError):  # not empty: other runs are there
+            day.rmdir()
+            day.parent.rmdir()
 
 
 def _new_dir(new_run_dir: Callable[[], Path], config: TrainingConfig, overrides: list[str] | None) -> Path:
