@@ -24,6 +24,11 @@ class CharTokenizer:
         codepoints = np.array([ord(ch) for ch in self.chars], dtype=np.int64)
         self._order = np.argsort(codepoints, kind="stable")
         self._sorted_codepoints = codepoints[self._order]
+        # ASCII text (the common case) goes through a byte table instead: one lookup a byte.
+        self._ascii = np.full(128, -1, dtype=np.int64)
+        for i, ch in enumerate(self.chars):
+            if ord(ch) < 128:
+                self._ascii[ord(ch)] = i
 
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
@@ -49,6 +54,11 @@ class CharTokenizer:
 
     def encode_array(self, text: str) -> np.ndarray:
         """Token ids as an int64 array; raises KeyError on a character not in the vocabulary."""
+        if text.isascii():
+            ids = self._ascii[np.frombuffer(text.encode("ascii"), dtype=np.uint8)]
+            if len(ids) and ids.min() < 0:
+                raise KeyError(f"characters not in the vocabulary: {''.join(self.unknown_chars(text))!r}")
+            return ids
         codepoints = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
         where = np.searchsorted(self._sorted_codepoints, codepoints).clip(max=len(self.chars) - 1)
         if len(codepoints) and not np.array_equal(self._sorted_codepoints[where], codepoints):

@@ -72,7 +72,12 @@ class HFTokenizer:
         return with_specials[: len(with_specials) - len(plain)] if with_specials[-len(plain) :] == plain else []
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """Many texts at once: a fast tokenizer spreads a batch over the CPU's cores."""
+        """Many texts at once: a fast tokenizer spreads a batch over the CPU's cores, and its
+        ``encode_batch_fast`` (tokenizers 0.21 and later) skips the character offsets that
+        nothing here reads, about twice as fast again."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None and hasattr(backend, "encode_batch_fast"):
+            return [encoding.ids for encoding in backend.encode_batch_fast(texts, add_special_tokens=False)]
         return self.tokenizer(texts, add_special_tokens=False, verbose=False, return_attention_mask=False)["input_ids"]
 
     def encode(self, text: str) -> torch.Tensor:
