@@ -205,9 +205,9 @@ def train_script(kind: str, corpus: Path, cache: Path | None) -> str:
             windows = WindowDataset(train, 128)
             model = Transformer(TransformerShape(int(ids.max()) + 1, 2, 64, 2, 256, 128, 0.0))
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            generator = torch.Generator().manual_seed(0)
-            for _ in range(20):
-                picks = torch.randint(0, len(windows), (8,), generator=generator).tolist()
+            order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0))  # its epoch
+            for step in range(20):
+                picks = order[step * 8 : (step + 1) * 8].tolist()
                 x, y = (torch.stack(t) for t in zip(*(windows[i] for i in picks)))
                 loss = model(x, y)[1]
                 loss.backward(); optimizer.step(); optimizer.zero_grad()

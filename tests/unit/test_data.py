@@ -85,3 +85,21 @@ def test_prepare_data_with_foreign_tokenizer_is_a_data_error(tmp_path):
     path.write_text("abcdefghij" * 20)
     with pytest.raises(DataError, match="not in the vocabulary"):
         prepared(path, CharTokenizer.from_text("abc"), seq_len=4, train_ratio=0.5)
+
+
+def test_a_huge_stream_is_shuffled_position_by_position_without_memory():
+    import numpy as np
+
+    from trainer.data.sampler import MATERIALIZED_LIMIT, feistel_permutation
+
+    for n in (1, 2, 3, 17, 1000, 4099):
+        image = feistel_permutation(np.arange(n, dtype=np.uint64), n, key=5)
+        assert sorted(image.tolist()) == list(range(n))  # a permutation of range(n)
+    n = 10**9  # a billion windows: drawn whole, the order alone would take 8 GB
+    assert n > MATERIALIZED_LIMIT
+    sampler = ResumableBatchSampler(n, 16, seed=3)
+    batches = [sampler.batch_indices(k) for k in range(50)]
+    assert all(0 <= i < n for batch in batches for i in batch) and len({i for b in batches for i in b}) == 800
+    resumed = iter(ResumableBatchSampler(n, 16, seed=3, start_batch=20))
+    assert [next(resumed) for _ in range(30)] == batches[20:]
+    assert ResumableBatchSampler(n, 16, seed=4).batch_indices(0) != batches[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -17,7 +18,8 @@ class ResumableBatchSampler:
 
     The index stream is epoch 0's permutation, then epoch 1's, and so on, each seeded by
     (seed, epoch); batch k is stream[k * batch_size : (k + 1) * batch_size]. So any batch
-    can be produced from its number alone, and ``start_batch`` resumes mid-epoch.
+    can be produced from its number alone, and ``start_batch`` resumes mid-epoch. (For more
+    than MATERIALIZED_LIMIT items the permutation is computed position by position.)
     """
 
     def __init__(
@@ -48,17 +50,63 @@ class ResumableBatchSampler:
         while remaining:
             epoch, offset = divmod(position, self.num_items)
             take = min(remaining, self.num_items - offset)
-            pieces.append(self._permutation(epoch)[offset : offset + take])
+            pieces.append(self._shuffled(epoch, offset, take))
             position += take
             remaining -= take
-        return torch.cat(pieces).tolist()
+        return [int(i) for piece in pieces for i in piece]
 
-    def _permutation(self, epoch: int) -> torch.Tensor:
+    def _shuffled(self, epoch: int, offset: int, count: int):
+        """Positions offset .. offset + count of epoch ``epoch``'s permutation."""
+        key = (self.seed * 1_000_003 + epoch) % 2**63
+        if self.num_items > MATERIALIZED_LIMIT:  # a windowed corpus of billions of tokens
+            return feistel_permutation(np.arange(offset, offset + count, dtype=np.uint64), self.num_items, key)
         if epoch != self._cached_epoch:
-            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
+            generator = torch.Generator().manual_seed(key)
             self._cached_perm = torch.randperm(self.num_items, generator=generator)
             self._cached_epoch = epoch
-        return self._cached_perm
+        return self._cached_perm[offset : offset + count].tolist()
+
+
+# Up to this many items an epoch's permutation is drawn whole (torch.randperm: 8 bytes an
+# item, 32 MB here); beyond it, each position is computed on its own, so a stream of a
+# billion windows costs no memory for its order.
+MATERIALIZED_LIMIT = 1 << 22
+_MASK64 = (1 << 64) - 1
+
+
+def feistel_permutation(positions: np.ndarray, n: int, key: int) -> np.ndarray:
+    """The image of ``positions`` under a keyed permutation of range(n), computed position
+    by position: a 4-round Feistel network on the next even power of two, walking the cycle
+    until the value falls inside range(n) (fewer than 4 steps on average). A pure function
+    of (position, n, key), like the permutation drawn whole."""
+    half = max(1, (int(n - 1).bit_length() + 1) // 2)
+    low = np.uint64((1 << half) - 1)
+    rounds = [np.uint64(_splitmix64(key + i) & int(low)) for i in range(1, 5)]
+    values = positions.astype(np.uint64)
+    pending = np.ones(len(values), dtype=bool)
+    while pending.any():
+        x = values[pending]
+        left, right = x >> np.uint64(half), x & low
+        for round_key in rounds:
+            left, right = right, left ^ (_mix(right ^ round_key) & low)
+        values[pending] = (left << np.uint64(half)) | right
+        pending = values >= np.uint64(n)
+    return values
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """A 64-bit integer hash (splitmix64's finaliser), vectorised; wraps as uint64 does."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _splitmix64(seed: int) -> int:
+    z = (seed + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
 
 
 def train_loader(dataset: Dataset, sampler: ResumableBatchSampler) -> DataLoader:
