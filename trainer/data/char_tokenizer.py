@@ -41,8 +41,8 @@ class CharTokenizer:
         if missing:
             raise KeyError(f"characters not in the vocabulary: {''.join(missing)!r}")
         # An ASCII text goes through a byte lookup table, ~50x faster than a Python loop on
-        # a 1 MB corpus; other text takes the loop.
-        if text.isascii():
+        # a 1 MB corpus; other text takes the loop (and the empty text, which frombuffer refuses).
+        if text.isascii() and text:
             table = torch.zeros(128, dtype=torch.int64)
             for ch, i in self._index.items():
                 if ord(ch) < 128:

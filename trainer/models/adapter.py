@@ -16,6 +16,7 @@ for a saved model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,14 +34,27 @@ class ModelAdapter(Protocol):
     train_module: nn.Module  # what ``loss`` runs through: ``model``, or DistributedDataParallel around it
     tokenizer: Any  # CharTokenizer or HFTokenizer: encode, decode, vocab_size, identifier
     max_positions: int  # the longest window the model can take
+    stop_ids: frozenset[int]  # tokens that end a generated text (none for a character vocabulary)
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross entropy; ``targets`` are already the next tokens."""
 
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, vocab) logits of ``model`` (not the training wrapper), for scoring text."""
+
     def generate(
-        self, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: float, generator: torch.Generator
+        self,
+        prompt_ids: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float,
+        generator: torch.Generator,
+        *,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        on_token: Callable[[int], None] | None = None,
     ) -> torch.Tensor:
-        """Prompt plus sampled continuation (1-D ids), drawing only from ``generator``."""
+        """Prompt plus sampled continuation (1-D ids), drawing only from ``generator``; ends
+        early after a token of ``stop_ids``. ``on_token`` sees each new id as it is drawn."""
 
     def trainable_parameters(self) -> list[nn.Parameter]: ...
 
