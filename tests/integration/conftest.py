@@ -4,7 +4,6 @@ fine-tune, each with its checkpoints, and a registry holding both, made once per
 from __future__ import annotations
 
 import io
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,14 +57,19 @@ def use_registry(use_root, tiny_qwen_dir):
 
 
 def chat_model_dir(model_dir: Path, target: Path) -> Path:
-    """The tiny Qwen, its tokenizer given a chat template and <|im_start|>/<|im_end|> tokens."""
-    from transformers import AutoTokenizer
+    """The tiny Qwen, its tokenizer given a chat template and <|im_start|>/<|im_end|> tokens
+    (which the model embeds too)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    shutil.copytree(model_dir, target)
-    tokenizer = AutoTokenizer.from_pretrained(str(target))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(str(target))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    torch.manual_seed(0)
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model.save_pretrained(str(target))
     return target
 
 

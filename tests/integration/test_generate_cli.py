@@ -165,7 +165,7 @@ def test_top_p_outside_0_1_is_refused_before_anything_loads(lmrunner, top_p):
 
 
 def test_help_of_the_model_commands_imports_no_torch(tmp_path):
-    for command in ("generate",):
+    for command in ("generate", "chat"):
         result = subprocess.run(
             [sys.executable, "-X", "importtime", str(MAIN), command, "--help"],
             cwd=tmp_path, capture_output=True, text=True, timeout=60,

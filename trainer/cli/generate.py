@@ -18,6 +18,7 @@ from trainer.cli.help import program_name
 from trainer.cli.model_options import (
     add_sampling_arguments,
     add_source_arguments,
+    emit,
     load_model,
     positive_int,
     resolve,
@@ -78,12 +79,12 @@ def main(argv: list[str]) -> int:
     stream = not (args.json or args.no_stream)
     for index in range(args.num_samples):
         if stream:
-            write(prompt)
-        result = generate_text(adapter, prompt_ids, budget, settings, seed + index, on_text=write if stream else None)
+            emit(prompt)
+        result = generate_text(adapter, prompt_ids, budget, settings, seed + index, on_text=emit if stream else None)
         if args.json:
             print(json.dumps(_record(index, prompt, len(prompt_ids), result, seed + index, source), ensure_ascii=False))
         else:
-            write("\n" if stream else prompt + result.text + "\n")  # streamed: the text is out already
+            emit("\n" if stream else prompt + result.text + "\n")  # streamed: the text is out already
         ending = ", stopped at end of text" if result.stopped_at_eos else ""
         say(
             f"sample {index + 1}/{args.num_samples}: seed {seed + index}, {result.new_tokens} new tokens in "
@@ -110,11 +111,6 @@ def read_prompt(args: argparse.Namespace) -> str:
 def _one_newline_less(text: str) -> str:
     """What ``echo`` and editors add at the end is not part of the prompt."""
     return text[:-1] if text.endswith("\n") else text
-
-
-def write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
 
 
 def _record(index: int, prompt: str, prompt_tokens: int, result, seed: int, source) -> dict:

@@ -130,6 +130,12 @@ def load_model(args: argparse.Namespace, source, tokenizer=None):
     return adapter
 
 
+def emit(text: str) -> None:
+    """What the command produces: stdout, flushed at once, so that text streams as it comes."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def say(text: str) -> None:
     """A diagnostic: stderr, so that stdout holds only what the command produces."""
     print(text, file=sys.stderr, flush=True)

@@ -45,14 +45,15 @@ def encode_prompt(tokenizer, text: str, what: str = "the prompt") -> torch.Tenso
     return ids if len(ids) else torch.tensor([tokenizer.start_id], dtype=torch.int64)
 
 
-def new_token_budget(max_positions: int, prompt_tokens: int, requested: int) -> int:
+def new_token_budget(
+    max_positions: int, prompt_tokens: int, requested: int, what: str = "the prompt", hint: str = "shorten the prompt"
+) -> int:
     """How many new tokens fit after the prompt (at most ``requested``)."""
     room = max_positions - prompt_tokens
     if room < 1:
         raise UsageError(
-            f"the prompt takes {prompt_tokens} tokens and the model has {max_positions} positions: "
-            "no room left to generate",
-            hint="shorten the prompt",
+            f"{what} takes {prompt_tokens} tokens and the model has {max_positions} positions: no room left to generate",
+            hint=hint,
         )
     return min(requested, room)
 
