@@ -75,14 +75,21 @@ def chat_model_dir(model_dir: Path, target: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def char_run(use_root, use_corpus, use_registry) -> UsableRun:
-    """A character model trained for 40 steps on the corpus; checkpoints at 20 and 40."""
+    """A character model trained on the corpus for 120 steps, long enough to know more than
+    which characters are frequent; checkpoints at 60 and 120."""
     from trainer.models.register import register_checkpoint
 
     config = tiny_config(
-        use_corpus, max_steps=40, learning_rate=3e-3, checkpoint_cadence=20, eval_cadence=None, sampling_cadence=None
+        use_corpus,
+        max_steps=120,
+        learning_rate=1e-2,
+        dropout=0.0,
+        checkpoint_cadence=60,
+        eval_cadence=None,
+        sampling_cadence=None,
     )
     run_dir = train_in_process(config, use_root / "char-run")
-    checkpoint = run_dir / "checkpoints" / "step-00000040"
+    checkpoint = run_dir / "checkpoints" / "step-00000120"
     register_checkpoint(use_registry, checkpoint, "char-model")
     return UsableRun(run_dir, checkpoint, "char-model")
 

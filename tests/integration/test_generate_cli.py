@@ -116,12 +116,12 @@ def test_prompt_from_stdin_and_file_as_a_user_runs_it(tmp_path, use_registry, ch
 def test_a_run_directory_passes_over_a_damaged_newest_checkpoint_and_says_so(lmrunner, tmp_path, char_run):
     run_copy = tmp_path / "run"
     shutil.copytree(char_run.run_dir, run_copy)
-    weights = run_copy / "checkpoints" / "step-00000040" / "model.safetensors"
+    weights = run_copy / "checkpoints" / "step-00000120" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
     code, out, err = lmrunner("generate", run_copy, "--prompt", "The ", "--json", "--seed", "1")
-    assert code == 0 and json.loads(out)["source_resolved"].endswith("step-00000020")
+    assert code == 0 and json.loads(out)["source_resolved"].endswith("step-00000060")
     assert "passed over" in err and "model.safetensors does not match its sha256" in err
-    assert (run_copy / "checkpoints" / "step-00000040").is_dir()  # using a model moves nothing
+    assert (run_copy / "checkpoints" / "step-00000120").is_dir()  # using a model moves nothing
 
 
 def one_error_line(err: str) -> str:
@@ -145,7 +145,7 @@ def test_a_directory_that_is_no_source_says_what_would_be(lmrunner, tmp_path):
 
 
 def test_a_damaged_checkpoint_is_one_line_naming_the_file(lmrunner, tmp_path, char_run):
-    damaged = tmp_path / "step-00000040"
+    damaged = tmp_path / "step-00000120"
     shutil.copytree(char_run.checkpoint, damaged)
     (damaged / "tokenizer.json").write_text('{"type": "char", "chars": ["x"]}')
     code, _, err = lmrunner("generate", damaged, "--prompt", "a")
@@ -165,7 +165,7 @@ def test_top_p_outside_0_1_is_refused_before_anything_loads(lmrunner, top_p):
 
 
 def test_help_of_the_model_commands_imports_no_torch(tmp_path):
-    for command in ("generate", "chat"):
+    for command in ("generate", "chat", "evaluate"):
         result = subprocess.run(
             [sys.executable, "-X", "importtime", str(MAIN), command, "--help"],
             cwd=tmp_path, capture_output=True, text=True, timeout=60,
