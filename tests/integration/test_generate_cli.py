@@ -9,8 +9,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from tests.conftest import MAIN
+from tests.conftest import MAIN, REPO
 
 pytest.importorskip("transformers")
 
@@ -173,3 +174,43 @@ def test_help_of_the_model_commands_imports_no_torch(tmp_path):
         assert result.returncode == 0 and f"{command} [-h]" in result.stdout, result.stderr
         imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
         assert "torch" not in imported and "transformers" not in imported, command
+
+
+def test_the_readmes_three_lines_of_python_write_what_generate_writes(lmrunner, char_run, capsys):
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("**The custom model in Python**")[1].split("```python\n")[1].split("```")[0]
+    assert len([line for line in block.splitlines() if line]) == 3
+    exec(block.replace("outputs/DATE/TIME", str(char_run.run_dir)), {})
+    printed = capsys.readouterr().out
+    code, out, _ = lmrunner("generate", char_run.run_dir, "--prompt", "The ", "--max-new-tokens", "100", "--seed", "1")
+    assert code == 0 and printed == out and len(printed) == 32 + 1  # the model's 32 positions, then a newline
+
+
+@pytest.mark.parametrize("model", ["char-model", "tiny-qwen"])
+def test_bf16_weights_generate_the_same_text_for_the_same_seed(lmrunner, use_registry, char_run, model):
+    options = ("--prompt", "The ", "--seed", "2", "--precision", "bf16", "--max-new-tokens", "16")
+    (first,), err = generate_json(lmrunner, use_registry, model, *options)
+    (again,), _ = generate_json(lmrunner, use_registry, model, *options)
+    assert first["text"] == again["text"] and first["new_tokens"] >= 1 and "on cpu, bf16" in err
+
+
+def test_a_device_that_is_not_here_is_one_line(lmrunner, use_registry, char_run):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here")
+    code, _, err = lmrunner("generate", "char-model", "--registry-dir", use_registry.root, "--device", "cuda")
+    assert code == 2 and "CUDA is not available here" in one_error_line(err)
+
+
+def test_a_reader_that_leaves_while_text_streams_ends_generate_quietly(tmp_path, use_registry, char_run):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # gone before the first token, as head -c 1 is soon after
+    env = {k: v for k, v in os.environ.items() if k != "LMRUNNER_DEBUG"}
+    try:
+        result = subprocess.run(
+            [sys.executable, str(MAIN), "generate", "char-model", "--prompt", "The ", "--seed", "1"],
+            cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+            timeout=120, env={**env, "LMRUNNER_HOME": str(use_registry.root)},
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141 and "error" not in result.stderr and "Traceback" not in result.stderr

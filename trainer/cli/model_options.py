@@ -63,7 +63,11 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", choices=("fp32", "bf16"), default="fp32", help="the weights' precision (default: fp32)"
     )
     parser.add_argument(
-        "--registry-dir", type=Path, default=None, help="registry root (default: $LMRUNNER_HOME, else ./models)"
+        "--registry-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="registry root (default: $LMRUNNER_HOME, else ./models)",
     )
 
 

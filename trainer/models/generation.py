@@ -120,3 +120,19 @@ def generate_text(
     stopped = bool(new) and new[-1] in stop_ids
     text = adapter.tokenizer.decode(new[:-1] if stopped else new)
     return Generated(text, len(new), seconds, stopped)
+
+
+def sample_text(
+    adapter: ModelAdapter,
+    prompt: str,
+    max_new_tokens: int = 200,
+    seed: int = 0,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> str:
+    """The prompt and what the model writes after it, as ``generate`` prints it: the same seed,
+    the same text (``max_new_tokens`` capped by the model's positions)."""
+    ids = encode_prompt(adapter.tokenizer, prompt)
+    budget = new_token_budget(adapter.max_positions, len(ids), max_new_tokens)
+    return prompt + generate_text(adapter, ids, budget, SamplingSettings(temperature, top_k, top_p), seed).text

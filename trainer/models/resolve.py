@@ -117,3 +117,13 @@ def load_for_use(source: ResolvedSource, device: torch.device, precision: str, t
         ) from err
     adapter.model.to(device=device, dtype=PRECISIONS[precision]).eval()
     return adapter
+
+
+def load_model(
+    source: str, device: str = "cpu", precision: str = "fp32", registry_dir: str | None = None
+) -> ModelAdapter:
+    """The Python door to what the commands load: SOURCE (a checkpoint, a run directory or a
+    registry name, looked up in ``registry_dir``, else $LMRUNNER_HOME, else ./models), behind
+    its adapter: ``.model``, ``.tokenizer``, ``.generate``, ``.logits``."""
+    resolved = resolve_source(source, Registry(Path(registry_dir) if registry_dir else None))
+    return load_for_use(resolved, torch.device(device), precision)
