@@ -4,6 +4,7 @@ fine-tune, each with its checkpoints, and a registry holding both, made once per
 from __future__ import annotations
 
 import io
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,4 +127,11 @@ def lmrunner(capsys, monkeypatch, tmp_path):
         out, err = capsys.readouterr()
         return code, out, err
 
-    return run
+    # main() sets up the console: the "lmrunner" logger's own handler, no propagation to the
+    # root logger. Left so, later tests' caplog (on the root logger) would see nothing.
+    logger = logging.getLogger("lmrunner")
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    yield run
+    logger.handlers[:] = handlers
+    logger.propagate = propagate
+    logger.setLevel(level)
