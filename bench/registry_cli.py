@@ -1,11 +1,12 @@
-"""Wall time of the registry's quick commands next to importing torch, in one run.
+"""Wall time of the quick commands next to importing torch, in one run.
 
     python bench/registry_cli.py [--repeats 5]
 
 Builds a throwaway registry with one small model (a local Hugging Face directory written
 with safetensors alone), then times, as fresh processes: `python main.py --help`,
-`list-models`, `model-info NAME`, and `python -c "import torch"`. Prints the median of each.
-list-models and model-info must not import torch or transformers; this shows what that buys.
+`list-models`, `model-info NAME`, `generate --help`, `chat --help`, `evaluate --help`, and
+`python -c "import torch"`. Prints the median of each. None of these commands may import
+torch or transformers; this shows what that buys.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ def main() -> None:
             "python main.py --help": [sys.executable, str(MAIN), "--help"],
             "python main.py list-models": [sys.executable, str(MAIN), "list-models"],
             "python main.py model-info bench-model": [sys.executable, str(MAIN), "model-info", "bench-model"],
+            **{
+                f"python main.py {c} --help": [sys.executable, str(MAIN), c, "--help"]
+                for c in ("generate", "chat", "evaluate")
+            },
             'python -c "import torch"': [sys.executable, "-c", "import torch"],
         }
         print(f"median of {args.repeats} fresh processes each:")

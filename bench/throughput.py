@@ -30,7 +30,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from trainer.config.schema import TrainingConfig  # noqa: E402
-from trainer.data.corpus import load_corpus  # noqa: E402
+from trainer.data.prepare import open_data  # noqa: E402
 from trainer.models.source import ModelSource  # noqa: E402
 from trainer.run.build import new_adapter, new_trainer  # noqa: E402
 from trainer.training.device import configure_precision  # noqa: E402
@@ -128,18 +128,18 @@ def main() -> None:
     print(f"oneDNN 'medium' fp32 matmul error vs float64: {error:.1e} ({verdict})")
 
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = load_corpus(None)
-        run = RunInfo(Path(tmp), "bench", corpus.source, corpus.sha256)
+        data = open_data(cfg)
+        run = RunInfo(Path(tmp), "bench", data.label, data.sha256)
         loops = {}
         for precision in ("fp32", "bf16"):
             settings = configure_precision(precision, cfg.fast_matmul, torch.device("cpu"))
             config = TrainingConfig(**{**cfg.to_dict(), "precision": precision})
             trainer = new_trainer(
                 config,
-                corpus,
+                data,
                 run,
                 torch.device("cpu"),
-                adapter=new_adapter(config, corpus, ModelSource()),
+                adapter=new_adapter(config, data, ModelSource()),
                 autocast_dtype=settings.autocast_dtype,
             )
             batches = trainer.train_batches()

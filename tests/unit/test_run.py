@@ -301,13 +301,30 @@ def test_periodic_and_final_checkpoints_and_pruning(tmp_path, corpus_file):
     assert saved == [3, 6, 9, 10]
 
 
-def test_cadences_null_disable_eval_and_sampling(tmp_path, corpus_file):
+def test_null_cadences_still_end_a_run_with_one_validation_loss_and_one_sample(tmp_path, corpus_file):
+    """A run is never silent about what it learned: whatever the cadences, its end is evaluated and sampled."""
     result = run(tiny_config(corpus_file, max_steps=4, eval_cadence=None, sampling_cadence=None), tmp_path / "r")
     events = read_events(result.run_dir)
-    kinds = {e["event"] for e in events}
-    assert "eval" not in kinds and "sample" not in kinds
-    assert events[0]["hooks"] == ["event_log", "checkpoint(periodic off, final always)"]
+    assert [(e["event"], e["step"]) for e in events if e["event"] in ("eval", "sample")] == [("eval", 4), ("sample", 4)]
+    (sample,) = [e for e in events if e["event"] == "sample"]
+    assert sample["text"].startswith("The") and sample["prompt"] == "The"
+    assert result.final_val_loss is not None
+    assert events[0]["hooks"] == [
+        "event_log",
+        "eval(at the end)",
+        "sampling(at the end)",
+        "checkpoint(periodic off, final always)",
+    ]
     assert [e["step"] for e in events if e["event"] == "checkpoint"] == [4]
+
+
+def test_the_end_of_run_sample_never_fails_a_run_over_its_prompt(tmp_path, corpus_file):
+    """sampling_prompt is checked only when sampling is asked for; the sample every run ends
+    with starts from nothing when the vocabulary cannot write its prompt."""
+    config = tiny_config(corpus_file, max_steps=2, eval_cadence=None, sampling_cadence=None, sampling_prompt="\u2603")
+    events = read_events(run(config, tmp_path / "r").run_dir)
+    (sample,) = [e for e in events if e["event"] == "sample"]
+    assert sample["prompt"] == "" and len(sample["text"]) >= config.sampling_max_length
 
 
 def test_restore_trainer_brings_back_weights_optimizer_and_step(tmp_path, corpus_file):

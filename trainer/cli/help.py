@@ -13,6 +13,7 @@ from trainer.errors import ExitCode
 OVERVIEW = """\
 usage: {prog} [model=GROUP] [training=GROUP] [key=value ...] [-m] [--cfg job] [--info]
        {prog} --config FILE [--max-steps N] [--data FILE] [--resume PATH [--branch NAME]] [key=value ...]
+       {prog} generate|chat|evaluate SOURCE ...
        {prog} SUBCOMMAND ...
 
 Train a language model from scratch or fine-tune one from the registry; every run gets its own directory.
@@ -34,6 +35,12 @@ Model registry (./models, or $LMRUNNER_HOME):
   {prog} model_name=NAME data_path=my.txt     fine-tune a registry model (see README "Fine-tuning")
   {prog} --resume CHECKPOINT --branch NAME    a new fine-tune branch from a checkpoint
   {prog} SUBCOMMAND --help                    the options of each
+
+Use a trained model (SOURCE: a checkpoint, a run directory or a registry model name):
+  {prog} generate outputs/DATE/TIME --prompt "The " --seed 1     text, streamed (--json, --top-k, --top-p, ...)
+  {prog} chat qwen-0.5b-instruct                                 a conversation through its chat template
+  {prog} evaluate outputs/DATE/TIME --data held-out.txt          loss, perplexity, bits per character
+  {prog} evaluate qwen-0.5b-base --lm-eval hellaswag --limit 100  lm-eval tasks (pip install -e ".[eval]")
 
 Plain front door: a YAML file (the examples: {examples}) with the same keys.
   {prog} --config small-model --max-steps 50    a shipped example, by name

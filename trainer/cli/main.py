@@ -3,6 +3,7 @@
     lmrunner [model=...] [training=...] [key=value ...] [-m]    the Hydra front door (hydra_app.py)
     lmrunner --config FILE [--max-steps N] [--data FILE] ...     the plain front door (plain.py)
     lmrunner import-model | list-models | ...                    the registry (registry_commands.py)
+    lmrunner generate | chat | evaluate SOURCE ...               use a trained model (generate.py, chat.py, evaluate.py)
 
 ``python main.py`` in a source checkout is the same command. The CLI layer is the only one
 that reads argv, prints for the user or picks the exit code; everything below it raises typed
@@ -11,6 +12,7 @@ errors (trainer/errors.py), which errors.py here turns into one line each.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from trainer.cli.console import init_distributed, setup_console_logging
@@ -22,11 +24,15 @@ from trainer.cli.signals import restore_signals, stop_on_signals
 from trainer.cli.stdout import StdoutClosed, stdout_watched, stop_quietly
 from trainer.errors import UsageError, did_you_mean
 
+# The commands that use a trained model: each module's main(argv), imported only when named.
+MODEL_COMMANDS = {"generate": "trainer.cli.generate", "chat": "trainer.cli.chat", "evaluate": "trainer.cli.evaluate"}
+COMMANDS = (*SUBCOMMANDS, *MODEL_COMMANDS)
+
 
 def route(argv: list[str]) -> int:
-    """--help: the overview; a registry subcommand; any plain-door flag: the --config door;
-    else the Hydra app (Hydra's own parser rejects --config as an ambiguous abbreviation, so
-    it never sees it)."""
+    """--help: the overview; a registry subcommand; a command that uses a model; any plain-door
+    flag: the --config door; else the Hydra app (Hydra's own parser rejects --config as an
+    ambiguous abbreviation, so it never sees it)."""
     if argv in (["-h"], ["--help"]):
         from trainer.cli.help import overview
         from trainer.cli.shipped import example_configs, group_options
@@ -37,10 +43,12 @@ def route(argv: list[str]) -> int:
         from trainer.cli.registry_commands import main as registry_main
 
         return registry_main(argv)
+    if argv and argv[0] in MODEL_COMMANDS:
+        return importlib.import_module(MODEL_COMMANDS[argv[0]]).main(argv[1:])
     if argv and _looks_like_a_command(argv[0]):
         raise UsageError(
-            f"unknown command '{argv[0]}'{did_you_mean(argv[0], SUBCOMMANDS)}",
-            hint=f"the commands are {', '.join(SUBCOMMANDS)}; to train, give no command: "
+            f"unknown command '{argv[0]}'{did_you_mean(argv[0], COMMANDS)}",
+            hint=f"the commands are {', '.join(COMMANDS)}; to train, give no command: "
             f"{program_name()} [GROUP=OPTION ...] [key=value ...] (see --help)",
         )
     if any(arg.split("=", 1)[0] in PLAIN_FLAGS for arg in argv):

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from trainer.data.token_cache import TokenizedData
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # a target the loss leaves out: the field's convention (PyTorch, transformers)
 
 
 @dataclass(frozen=True)

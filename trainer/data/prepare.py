@@ -32,6 +32,7 @@ from trainer.config.schema import TrainingConfig
 from trainer.data.cache_location import cache_root
 from trainer.data.char_tokenizer import CharTokenizer
 from trainer.data.chat import require_template, resolve_template, template_sha256
+from trainer.data.corpus import check_data_file
 from trainer.data.formats import Encoder, FormatChoice, choose_format
 from trainer.data.packing import PackedExamples, PaddedExamples, fit_examples
 from trainer.data.records import load_table, require_datasets
@@ -79,16 +80,21 @@ def _identify(source: DataSource, tables: dict[str, Any]) -> str:
     return fingerprint(source)
 
 
-def check_data_source(config: TrainingConfig) -> list[DataSource]:
-    """What can be checked of the data while planning, before a run directory exists: the
-    paths name data, and a table has the datasets package to read it. Returns the sources."""
+def check_data_source(config: TrainingConfig) -> list[tuple[DataSource, int | None]]:
+    """What can be checked of the data before a run directory exists (or a model loads): the
+    paths name data, text is non-empty UTF-8 (read through once), and a table has the
+    datasets package to read it. Returns each source with its characters (None: a table)."""
     sources = [resolve_source(config.data_path)]
     if config.val_data_path is not None:
         sources.append(resolve_source(config.val_data_path))
+    checked = []
     for source in sources:
-        if not source.is_text:
+        if source.is_text:
+            checked.append((source, sum(check_data_file(str(path)) for path in source.files)))
+        else:
             require_datasets(source)
-    return sources
+            checked.append((source, None))
+    return checked
 
 
 def _table(spec: DataSpec, source: DataSource):
@@ -192,6 +198,16 @@ def _choice(config: TrainingConfig, spec: DataSpec, source: DataSource, tokenize
     if choice.format == "chat":
         require_template(tokenizer, source.label)
     return choice
+
+
+def tokenize_source(
+    config: TrainingConfig, spec: DataSpec, tokenizer, progress: Progress | None = None
+) -> tuple[TokenizedData, FormatChoice]:
+    """The training data of ``spec`` tokenized (from the cache when it is there), with its
+    format: for what reads data other than training (evaluate)."""
+    template = _apply_template(config, tokenizer)
+    data, choice, _ = _tokenize(config, spec, spec.source, spec.sha256, tokenizer, template, progress)
+    return data, choice
 
 
 def _tokenize(config, spec, source, sha256, tokenizer, template, progress) -> tuple[TokenizedData, FormatChoice, bool]:

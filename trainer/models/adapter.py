@@ -16,6 +16,7 @@ for a saved model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from trainer.config.schema import TrainingConfig
+from trainer.data.packing import IGNORE_INDEX
 
 CUSTOM_ARCHITECTURE = "custom-transformer"
 
@@ -34,6 +36,7 @@ class ModelAdapter(Protocol):
     train_module: nn.Module  # what ``loss`` runs through: ``model``, or DistributedDataParallel around it
     tokenizer: Any  # CharTokenizer or HFTokenizer: encode, decode, vocab_size, identifier
     max_positions: int  # the longest window the model can take
+    stop_ids: frozenset[int]  # tokens that end a generated text (none for a character vocabulary)
 
     def loss_sum(
         self, inputs: torch.Tensor, targets: torch.Tensor, positions: torch.Tensor | None = None
@@ -44,10 +47,22 @@ class ModelAdapter(Protocol):
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross entropy over the targets that count."""
 
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, vocab) logits of ``model`` (not the training wrapper), for scoring text."""
+
     def generate(
-        self, prompt_ids: torch.Tensor, max_new_tokens: int, temperature: float, generator: torch.Generator
+        self,
+        prompt_ids: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float,
+        generator: torch.Generator,
+        *,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        on_token: Callable[[int], None] | None = None,
     ) -> torch.Tensor:
-        """Prompt plus sampled continuation (1-D ids), drawing only from ``generator``."""
+        """Prompt plus sampled continuation (1-D ids), drawing only from ``generator``; ends
+        early after a token of ``stop_ids``. ``on_token`` sees each new id as it is drawn."""
 
     def trainable_parameters(self) -> list[nn.Parameter]: ...
 
@@ -71,9 +86,6 @@ def settings_overridden(config: Any, own: dict[str, Any]) -> list[str]:
         for key, value in own.items()
         if value is not None and getattr(config, key) not in (value, getattr(defaults, key))
     ]
-
-
-IGNORE_INDEX = -100  # a target the loss leaves out: the field's convention (transformers, torchtune)
 
 
 def token_loss_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,9 @@ class CustomTransformerAdapter:
         load_model(adapter.model, str(directory / WEIGHTS_FILE))
         return adapter
 
+    # A character vocabulary has no end-of-text token: generation runs to its full length.
+    stop_ids: frozenset[int] = frozenset()
+
     def loss_sum(self, inputs, targets, positions=None):
         logits = self.train_module(inputs, None, positions)[0]
         return token_loss_sum(logits, targets)
@@ -48,9 +51,12 @@ class CustomTransformerAdapter:
     def loss(self, inputs, targets):
         return self.train_module(inputs, targets)[1]
 
-    def generate(self, prompt_ids, max_new_tokens, temperature, generator):
+    def logits(self, inputs):
+        return self.model(inputs)[0]
+
+    def generate(self, prompt_ids, max_new_tokens, temperature, generator, *, top_k=None, top_p=None, on_token=None):
         return self.model.generate(
-            prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, generator=generator
+            prompt_ids, max_new_tokens, temperature, generator, top_k=top_k, top_p=top_p, on_token=on_token
         )
 
     def trainable_parameters(self):

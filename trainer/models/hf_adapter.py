@@ -13,6 +13,25 @@ from trainer.models.model_card import write_model_card
 from trainer.models.transformer import within_examples
 
 
+class _EachNewToken:
+    """A streamer for transformers' ``generate`` (its put/end protocol), which hands over the
+    prompt first and then each new token: the prompt is passed by, each new id goes to ``on_token``."""
+
+    def __init__(self, on_token):
+        self.on_token = on_token
+        self.prompt_passed = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_passed:
+            self.prompt_passed = True
+            return
+        for token in value.flatten().tolist():
+            self.on_token(token)
+
+    def end(self) -> None:
+        pass
+
+
 class HFCausalLMAdapter:
     def __init__(self, model: nn.Module, tokenizer: HFTokenizer, architecture_type: str):
         self.model = model
@@ -34,6 +53,16 @@ class HFCausalLMAdapter:
         model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, trust_remote_code=False)
         return cls(model, tokenizer or load_tokenizer(directory), architecture_type)
 
+    @property
+    def stop_ids(self) -> frozenset[int]:
+        """The tokens that end a text: the tokenizer's EOS, and those the model's generation
+        config names (a chat model's end of turn, such as Qwen's <|im_end|>)."""
+        ids = {self.tokenizer.eos_id}
+        generation_config = getattr(self.model, "generation_config", None)
+        named = getattr(generation_config, "eos_token_id", None)
+        ids |= set(named) if isinstance(named, (list, tuple)) else {named}
+        return frozenset(i for i in ids if i is not None)
+
     def loss_sum(self, inputs, targets, positions=None):
         # No labels=: transformers would shift them by one more position. Our targets are
         # shifted already, so the loss is plain cross entropy over every counted position.
@@ -42,6 +71,9 @@ class HFCausalLMAdapter:
 
     def loss(self, inputs, targets):
         return self.loss_sum(inputs, targets) / count_targets(targets)
+
+    def logits(self, inputs):
+        return self.model(input_ids=inputs, use_cache=False).logits
 
     def _packed(self, positions) -> dict:
         """For a row of packed examples: each example's own positions, and attention that
@@ -57,11 +89,12 @@ class HFCausalLMAdapter:
         return {"position_ids": positions, "attention_mask": mask}
 
     @torch.no_grad()
-    def generate(self, prompt_ids, max_new_tokens, temperature, generator):
-        """Plain temperature sampling (or greedy at 0) through transformers' own ``generate``,
-        with its KV cache, stopping at EOS. Its draws come from the global RNG, so they run in
-        a forked RNG seeded from ``generator``: the same generator gives the same text, and
-        sampling never changes what training does next."""
+    def generate(self, prompt_ids, max_new_tokens, temperature, generator, *, top_k=None, top_p=None, on_token=None):
+        """Sampling (greedy at temperature 0, top-k and top-p as given) through transformers'
+        own ``generate``, with its KV cache, stopping at a stop token. Its draws come from the
+        global RNG, so they run in a forked RNG seeded from ``generator``: the same generator
+        gives the same text, and sampling never changes what training does next. ``on_token``
+        sees each new id as it is produced."""
         from transformers import GenerationConfig
 
         ids = prompt_ids.view(1, -1)
@@ -69,16 +102,22 @@ class HFCausalLMAdapter:
         new_tokens = min(max_new_tokens, room)
         if new_tokens == 0:
             return ids[0].cpu()
-        sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature else {}
-        eos = self.tokenizer.eos_id
+        sampling = {"do_sample": True, "temperature": temperature, "top_k": top_k or 0, "top_p": top_p or 1.0}
+        stop = sorted(self.stop_ids)
         # Explicit, so the model's own generation_config (top_p, repetition penalties) stays out.
         config = GenerationConfig(
-            max_new_tokens=new_tokens, eos_token_id=eos, pad_token_id=eos if eos is not None else 0, **sampling
+            max_new_tokens=new_tokens,
+            eos_token_id=stop or None,
+            pad_token_id=stop[0] if stop else 0,
+            **(sampling if temperature else {}),
         )
+        streamer = _EachNewToken(on_token) if on_token is not None else None
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         with torch.random.fork_rng(devices=[ids.device] if ids.device.type == "cuda" else []):
             torch.manual_seed(seed)
-            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=config)
+            out = self.model.generate(
+                ids, attention_mask=torch.ones_like(ids), generation_config=config, streamer=streamer
+            )
         return out[0].cpu()
 
     def trainable_parameters(self):

@@ -46,8 +46,12 @@ def select_model(config: TrainingConfig) -> ModelSource:
     """The registry entry behind ``config.model_name``, its files checked to be in place."""
     if config.model_name is None:
         return ModelSource()
-    registry = registry_of(config)
-    entry = registry.get(config.model_name)  # unknown: exit 2 listing what the registry holds
+    return registry_model(registry_of(config), config.model_name)
+
+
+def registry_model(registry: Registry, name: str) -> ModelSource:
+    """The registry model ``name``, its files checked to be in place (sizes only)."""
+    entry = registry.get(name)  # unknown: exit 2 listing what the registry holds
     directory = _unlinked_model_dir(registry, entry)
     missing = _missing_files(directory, entry)
     if missing:

@@ -8,7 +8,9 @@ from trainer.training.hooks import CheckpointHook, EvalHook, Hook, SamplingHook
 
 
 def default_hooks(trainer_config, events: EventLog | None, start_step: int, console: bool = True) -> list[Hook]:
-    """The standard hook list for a run; eval and sampling only when their cadence is set.
+    """The standard hook list for a run. Evaluation and sampling act at their cadences and,
+    whatever the cadences (null included), once at the end: a run always ends by saying what
+    it learned, one validation loss and one sample.
 
     ``events`` None: a DDP rank other than 0, which keeps only the hooks every rank must run
     together (evaluation and checkpoints are collective) and reports to no one.
@@ -18,9 +20,8 @@ def default_hooks(trainer_config, events: EventLog | None, start_step: int, cons
         hooks.append(ConsoleHook(trainer_config.max_steps, start_step))
     if events is not None:
         hooks.append(EventLogHook(events))
-    if trainer_config.eval_cadence:
-        hooks.append(EvalHook(trainer_config.eval_cadence))
-    if trainer_config.sampling_cadence and events is not None:
+    hooks.append(EvalHook(trainer_config.eval_cadence))
+    if events is not None:
         hooks.append(SamplingHook(trainer_config.sampling_cadence))
     hooks.append(CheckpointHook(trainer_config.checkpoint_cadence))
     return hooks

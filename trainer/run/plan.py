@@ -17,7 +17,6 @@ from pathlib import Path
 
 from trainer.config.compose import ConfigLayer, compose_config
 from trainer.config.schema import TrainingConfig
-from trainer.data.corpus import check_data_file
 from trainer.data.prepare import check_data_source
 from trainer.data.windows import check_window_fits, split_sizes
 from trainer.errors import ConfigError, ConfigValueError, UsageError
@@ -76,14 +75,9 @@ def check_data(config: TrainingConfig) -> None:
     """The data paths name data (and a table has the datasets package to read it); text is
     read through once, and with the character tokenizer (one token per character) the
     windows can be checked too. Tables and subword token counts are read in the run."""
-    train, *val = check_data_source(config)
-    counts = {
-        source.label: sum(check_data_file(str(path)) for path in source.files)
-        for source in (train, *val)
-        if source.is_text
-    }
+    (train, characters), *val = check_data_source(config)
     if train.is_text and not val and config.model_name is None and config.tokenizer is None:
-        train_chars, val_chars = split_sizes(counts[train.label], config.train_ratio)
+        train_chars, val_chars = split_sizes(characters, config.train_ratio)
         check_window_fits(train_chars, val_chars, config.max_seq_len, train.label)
 
 

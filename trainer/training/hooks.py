@@ -39,14 +39,14 @@ def due(step: int, cadence: int | None) -> bool:
 
 
 class CadenceHook(Hook):
-    """Acts every ``cadence`` steps, and once more at the end unless it just did."""
+    """Acts every ``cadence`` steps (None: never on the way), and once more at the end unless it just did."""
 
-    def __init__(self, cadence: int):
+    def __init__(self, cadence: int | None):
         self.cadence = cadence
         self.last_step = -1
 
     def describe(self) -> str:
-        return f"{self.name}(every {self.cadence} steps)"
+        return f"{self.name}(every {self.cadence} steps)" if self.cadence else f"{self.name}(at the end)"
 
     def on_step_end(self, trainer: Trainer) -> None:
         if due(trainer.step, self.cadence):
@@ -78,13 +78,27 @@ class SamplingHook(CadenceHook):
 
     def act(self, trainer: Trainer) -> None:
         cfg = trainer.config
+        prompt = cfg.sampling_prompt
+        if self.cadence is None and not _writable(trainer.tokenizer, prompt):
+            # sampling_prompt is checked when sampling is asked for. The sample every run ends
+            # with was not asked for, and must not fail a run: it starts from nothing instead.
+            prompt = ""
         trainer.report(
             "sample",
-            text=trainer.sample(),
-            prompt=cfg.sampling_prompt,
+            text=trainer.sample(prompt=prompt),
+            prompt=prompt,
             temperature=cfg.sampling_temperature,
             sampling_seed=cfg.sampling_seed,
         )
+
+
+def _writable(tokenizer, text: str) -> bool:
+    """Whether the vocabulary can write ``text`` (a character vocabulary may lack some characters)."""
+    try:
+        tokenizer.encode(text)
+    except KeyError:
+        return False
+    return True
 
 
 class CheckpointHook(Hook):
