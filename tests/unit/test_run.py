@@ -309,7 +309,7 @@ def test_cadences_null_disable_eval_and_sampling(tmp_path, corpus_file):
     events = read_events(result.run_dir)
     kinds = {e["event"] for e in events}
     assert "eval" not in kinds and "sample" not in kinds
-    assert events[0]["hooks"] == ["event_log", "checkpoint(periodic off, final always)"]
+    assert events[0]["hooks"] == ["event_log", "loss_plot", "checkpoint(periodic off, final always)"]
     assert [e["step"] for e in events if e["event"] == "checkpoint"] == [4]
 
 

@@ -1,9 +1,10 @@
-"""The hooks a run gets: the console, events.jsonl, evaluation, sampling and checkpoints."""
+"""The hooks a run gets: the console, events.jsonl, loss.png, evaluation, sampling and checkpoints."""
 
 from __future__ import annotations
 
 from trainer.run.console import ConsoleHook
 from trainer.run.events import EventLog, EventLogHook
+from trainer.run.plots import LossPlotHook
 from trainer.training.hooks import CheckpointHook, EvalHook, Hook, SamplingHook
 
 
@@ -18,6 +19,7 @@ def default_hooks(trainer_config, events: EventLog | None, start_step: int, cons
         hooks.append(ConsoleHook(trainer_config.max_steps, start_step))
     if events is not None:
         hooks.append(EventLogHook(events))
+        hooks.append(LossPlotHook())  # after the event log: it draws from events.jsonl
     if trainer_config.eval_cadence:
         hooks.append(EvalHook(trainer_config.eval_cadence))
     if trainer_config.sampling_cadence and events is not None:
