@@ -1,9 +1,11 @@
-"""The hooks a run gets: the console, events.jsonl, loss.png, evaluation, sampling and checkpoints."""
+"""The hooks a run gets: the console, events.jsonl, loss.png, the trackers, evaluation, sampling
+and checkpoints."""
 
 from __future__ import annotations
 
 from trainer.run.console import ConsoleHook
 from trainer.run.events import EventLog, EventLogHook
+from trainer.run.loggers import tracker_hooks
 from trainer.run.plots import LossPlotHook
 from trainer.training.hooks import CheckpointHook, EvalHook, Hook, SamplingHook
 
@@ -20,6 +22,7 @@ def default_hooks(trainer_config, events: EventLog | None, start_step: int, cons
     if events is not None:
         hooks.append(EventLogHook(events))
         hooks.append(LossPlotHook())  # after the event log: it draws from events.jsonl
+        hooks += tracker_hooks(trainer_config.loggers)  # after loss.png: MLflow keeps it as an artifact
     if trainer_config.eval_cadence:
         hooks.append(EvalHook(trainer_config.eval_cadence))
     if trainer_config.sampling_cadence and events is not None:
