@@ -23,3 +23,4 @@ format:
 bench:
 	$(PYTHON) bench/throughput.py
 	$(PYTHON) bench/registry_cli.py
+	$(PYTHON) bench/runs_cli.py

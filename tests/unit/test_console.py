@@ -3,7 +3,8 @@
 import logging
 from types import SimpleNamespace
 
-from trainer.run.console import ConsoleHook, SmoothedRate, clock
+from trainer.run.console import ConsoleHook, SmoothedRate
+from trainer.run.durations import clock
 
 
 def test_one_slow_step_moves_the_smoothed_rate_a_little():

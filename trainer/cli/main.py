@@ -3,6 +3,7 @@
     lmrunner [model=...] [training=...] [key=value ...] [-m]    the Hydra front door (hydra_app.py)
     lmrunner --config FILE [--max-steps N] [--data FILE] ...     the plain front door (plain.py)
     lmrunner import-model | list-models | ...                    the registry (registry_commands.py)
+    lmrunner runs list | show | plot | compare                   past and present runs (runs_command.py)
 
 ``python main.py`` in a source checkout is the same command. The CLI layer is the only one
 that reads argv, prints for the user or picks the exit code; everything below it raises typed
@@ -18,13 +19,14 @@ from trainer.cli.errors import report_error
 from trainer.cli.help import program_name
 from trainer.cli.plain import PLAIN_FLAGS, run_plain
 from trainer.cli.registry_commands import SUBCOMMANDS
+from trainer.cli.runs_command import COMMAND as RUNS_COMMAND
 from trainer.cli.signals import restore_signals, stop_on_signals
 from trainer.cli.stdout import StdoutClosed, stdout_watched, stop_quietly
 from trainer.errors import UsageError, did_you_mean
 
 
 def route(argv: list[str]) -> int:
-    """--help: the overview; a registry subcommand; any plain-door flag: the --config door;
+    """--help: the overview; a registry subcommand or runs; any plain-door flag: the --config door;
     else the Hydra app (Hydra's own parser rejects --config as an ambiguous abbreviation, so
     it never sees it)."""
     if argv in (["-h"], ["--help"]):
@@ -37,10 +39,15 @@ def route(argv: list[str]) -> int:
         from trainer.cli.registry_commands import main as registry_main
 
         return registry_main(argv)
+    if argv and argv[0] == RUNS_COMMAND:
+        from trainer.cli.runs_command import main as runs_main
+
+        return runs_main(argv[1:])
     if argv and _looks_like_a_command(argv[0]):
+        commands = (*SUBCOMMANDS, RUNS_COMMAND)
         raise UsageError(
-            f"unknown command '{argv[0]}'{did_you_mean(argv[0], SUBCOMMANDS)}",
-            hint=f"the commands are {', '.join(SUBCOMMANDS)}; to train, give no command: "
+            f"unknown command '{argv[0]}'{did_you_mean(argv[0], commands)}",
+            hint=f"the commands are {', '.join(commands)}; to train, give no command: "
             f"{program_name()} [GROUP=OPTION ...] [key=value ...] (see --help)",
         )
     if any(arg.split("=", 1)[0] in PLAIN_FLAGS for arg in argv):

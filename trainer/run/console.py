@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from trainer.run.durations import clock
 from trainer.training.hooks import Hook
 
 if TYPE_CHECKING:
@@ -39,14 +40,6 @@ class SmoothedRate:
 
     def _blend(self, average: float | None, value: float) -> float:
         return value if average is None else average + self.smoothing * (value - average)
-
-
-def clock(seconds: float | None) -> str:
-    """1:02:03 for a duration; ? before there is one."""
-    if seconds is None:
-        return "?"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 class ConsoleHook(Hook):

@@ -28,11 +28,11 @@ class RunHistory:
 
     def train(self, name: str = "loss") -> tuple[list[int], list[float]]:
         """A field of the step events (loss, lr, grad_norm, ...), by step."""
-        points = [(step, event[name]) for step, event in sorted(self.steps.items()) if _is_number(event.get(name))]
+        points = [(step, event[name]) for step, event in sorted(self.steps.items()) if is_number(event.get(name))]
         return [s for s, _ in points], [v for _, v in points]
 
     def val(self) -> tuple[list[int], list[float]]:
-        points = [(step, loss) for step, loss in sorted(self.evals.items()) if _is_number(loss)]
+        points = [(step, loss) for step, loss in sorted(self.evals.items()) if is_number(loss)]
         return [s for s, _ in points], [v for _, v in points]
 
     def x_values(self, steps: list[int], axis: str) -> list[float]:
@@ -79,6 +79,6 @@ def _forget_after(history: RunHistory, step: int) -> None:
     history.evals = {s: v for s, v in history.evals.items() if s <= step}
 
 
-def _is_number(value: Any) -> bool:
-    # NaN and infinity are written as strings ("nan"): a picture leaves them out.
+def is_number(value: Any) -> bool:
+    """A number as events.jsonl holds one (NaN and infinity are written as strings)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)

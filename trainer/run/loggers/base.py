@@ -185,20 +185,21 @@ def flat_params(config: dict[str, Any]) -> dict[str, str | int | float | bool]:
     }
 
 
-def remembered(run_dir: Path, tracker: str) -> dict[str, Any]:
-    """What ``tracker`` kept in the run directory to continue its run on resume."""
+def trackers_of(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """What the trackers kept in the run directory to continue their runs on resume."""
     try:
-        return json.loads((run_dir / TRACKERS_FILE).read_text(encoding="utf-8")).get(tracker, {})
+        return json.loads((run_dir / TRACKERS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 
 
+def remembered(run_dir: Path, tracker: str) -> dict[str, Any]:
+    return trackers_of(run_dir).get(tracker, {})
+
+
 def remember(run_dir: Path, tracker: str, values: dict[str, Any]) -> None:
     path = run_dir / TRACKERS_FILE
-    try:
-        known = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        known = {}
+    known = trackers_of(run_dir)
     known[tracker] = values
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(known, indent=2) + "\n", encoding="utf-8")

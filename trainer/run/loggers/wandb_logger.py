@@ -12,6 +12,7 @@ import os
 from trainer.run.loggers.base import TrackedRun, TrackerHook
 
 DEFAULT_PROJECT = "lmrunner"
+WANDB_DIR = "wandb"  # wandb.init(dir=D) writes into D/wandb
 _EXIT_CODES = {"completed": 0, "interrupted": 130}
 
 
@@ -29,7 +30,7 @@ class WandbLogger(TrackerHook):
             id=run.run_id,
             name=run.name,
             resume="allow",
-            dir=str(run.run_dir),
+            dir=str(run.run_dir),  # its files go to run_dir / WANDB_DIR
             mode=os.environ.get("WANDB_MODE") or "offline",
             config={**run.config, "lmrunner": run.tags},
             reinit="create_new",  # each run its own object: a sweep runs several in one process
