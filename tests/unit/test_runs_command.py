@@ -168,3 +168,11 @@ def test_runs_list_imports_no_torch(workdir):
     imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines() if "|" in line}
     assert "torch" not in imported and "matplotlib" not in imported
     assert "completed" in result.stdout and "interrupted" in result.stdout and "failed" in result.stdout
+
+
+def test_plot_without_matplotlib_is_exit_2_naming_the_extra(workdir, monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(workdir)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    assert main(["runs", "plot", "outputs/2026-11-25/10-00-00", "--out", str(tmp_path / "x.png")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "needs the optional package 'matplotlib'" in line and 'pip install -e ".[plots]"' in line

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from trainer.cli.arguments import usage_error
 from trainer.cli.help import program_name
@@ -27,6 +27,7 @@ from trainer.training.distributed import current, init_from_env, on_main
 log = logging.getLogger("lmrunner")
 
 if TYPE_CHECKING:  # importing trainer.resume pulls in torch, which --help must not
+    from trainer.cli.sweep import JobOutcome
     from trainer.run.resume_plan import ResumePlan
 
 
@@ -104,8 +105,10 @@ class HydraJob:
     def __init__(self) -> None:
         self.error: BaseException | None = None
 
-    def __call__(self, cfg) -> dict[str, Any]:
-        """One run in Hydra's run directory (or the resumed run's own)."""
+    def __call__(self, cfg) -> JobOutcome:
+        """One run in Hydra's run directory (or the resumed run's own). The outcome is what
+        the sweep's summary line records; as a float it is the run's sweep_metric, which an
+        optimizing sweeper (hydra/sweeper=optuna) minimises."""
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import OmegaConf
 
@@ -123,7 +126,7 @@ class HydraJob:
             config = OmegaConf.to_object(cfg)
             layer = requested_layer(config, list(hydra_cfg.overrides.task))
             result = start_run([layer], new_run_dir=lambda: run_dir, overrides=None)
-            return job_outcome(result)
+            return job_outcome(result, sweep_metric=config.sweep_metric)
         except TrainingInterrupted as err:
             # Ctrl-C or SIGTERM stops the whole sweep, not just this job: record the job, then
             # leave Hydra (which would go on to the next job after an ordinary exception).

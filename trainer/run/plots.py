@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import MissingExtraError
 from trainer.run.extras import import_extra
-from trainer.run.history import EVENTS_FILE, RunHistory, load_history
+from trainer.run.history import RunHistory, load_history
 from trainer.training.hooks import Hook
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ LOSS_PNG = "loss.png"
 DPI = 100
 LOSS_SIZE = (10, 6)
 OVERLAY_SIZE = (12, 6)
+_LEGEND_WIDTH = 48  # characters of a run's label per legend line, beside the plot
 _X_LABELS = {"step": "step", "tokens": "tokens seen", "time": "training time (s)"}
 
 
@@ -70,24 +73,31 @@ def draw_loss(history: RunHistory, path: Path) -> Path:
 
 
 def draw_overlay(runs: list[tuple[str, RunHistory]], path: Path, x: str = "step") -> Path:
-    """Each run's smoothed training loss (solid) and validation loss (dashed, dots) in one
-    colour, labelled; ``x``: step, tokens or time."""
-    figure = _figure(OVERLAY_SIZE)
+    """Each run's smoothed training loss (solid) and validation loss (dashed, dots) in a
+    colour of its own, labelled; ``x``: step, tokens or time."""
+    figure = _figure(OVERLAY_SIZE)  # first: without matplotlib, the error that names the extra
+    from matplotlib.lines import Line2D
+
     axes = figure.add_subplot()
     colours = _colours(len(runs))
+    # One legend entry per run (its colour), and one per line style.
+    legend = [
+        Line2D([], [], color="black", linewidth=1.5, label="train loss (smoothed)"),
+        Line2D([], [], color="black", linestyle="--", marker="o", markersize=3, linewidth=1.0, label="validation loss"),
+    ]
     for (label, history), colour in zip(runs, colours, strict=True):
         steps, losses = history.train("loss")
         if steps:
-            axes.plot(history.x_values(steps, x), smoothed(losses), color=colour, linewidth=1.5, label=label)
+            axes.plot(history.x_values(steps, x), smoothed(losses), color=colour, linewidth=1.5)
         val_steps, val_losses = history.val()
         if val_steps:
-            xs = history.x_values(val_steps, x)
-            axes.plot(xs, val_losses, "o--", color=colour, markersize=3, linewidth=1.0, label=f"{label} (val)")
+            axes.plot(history.x_values(val_steps, x), val_losses, "o--", color=colour, markersize=3, linewidth=1.0)
+        legend.append(Line2D([], [], color=colour, linewidth=4, label=textwrap.fill(label, _LEGEND_WIDTH)))
     axes.set_xlabel(_X_LABELS[x])
-    axes.set_ylabel("loss (train smoothed; val dashed)")
+    axes.set_ylabel("loss")
     axes.grid(alpha=0.3)
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
-    figure.subplots_adjust(left=0.07, right=0.68)
+    axes.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    figure.subplots_adjust(left=0.07, right=0.66)
     return _save(figure, path)
 
 
@@ -142,13 +152,21 @@ class LossPlotHook(Hook):
 
 def plot_run_quietly(run_dir: Path) -> Path | None:
     """Draw ``run_dir``/loss.png if the run took a step; say why in one line if it cannot."""
-    try:
+
+    def draw() -> Path | None:
         history = load_history(run_dir)
-        if not history.steps:
-            return None
-        return draw_loss(history, run_dir / LOSS_PNG)
+        return draw_loss(history, run_dir / LOSS_PNG) if history.steps else None
+
+    return draw_quietly(draw, run_dir / LOSS_PNG)
+
+
+def draw_quietly(draw: Callable[[], Path | None], path: Path) -> Path | None:
+    """``draw()``, with a missing matplotlib, a failed write or an unreadable events.jsonl
+    turned into one console line: a picture is never worth failing a run or a sweep for."""
+    try:
+        return draw()
     except MissingExtraError as err:
-        log.warning("%s not drawn: matplotlib is not installed (%s)", run_dir / LOSS_PNG, err.hint)
-    except (OSError, ValueError) as err:  # a full disk; an unreadable events.jsonl
-        log.warning("%s not drawn: %s (%s)", run_dir / LOSS_PNG, err, run_dir / EVENTS_FILE)
+        log.warning("%s not drawn: matplotlib is not installed (%s)", path, err.hint)
+    except (OSError, ValueError) as err:
+        log.warning("%s not drawn: %s", path, err)
     return None
