@@ -115,6 +115,7 @@ def test_configs_mirror_their_group_combination(mirror, overrides):
         (["model=qwen"], "no option 'qwen' in group 'model'"),
         (["n_layers=abc"], "n_layers='abc' has the wrong type"),
         (["n_layers=2,x"], "n_layers='x' has the wrong type"),  # each sweep value is checked
+        (["n_layers=interval(1.5, 4)"], "n_layers=1.5 has the wrong type"),  # an Optuna range: its ends
     ],
 )
 def test_check_overrides_refuses_with_a_suggestion(overrides, message):
@@ -132,6 +133,8 @@ def test_check_overrides_accepts_sweeps_groups_and_hydra_settings():
             "hydra.run.dir=x",
             "learning_rate=3e-4",
             "eval_cadence=null",
+            "dropout=interval(0.0, 0.3)",  # ranges an optimizing sweeper (Optuna) draws from
+            "learning_rate=tag(log, interval(1e-4, 1e-2))",
         ],
         multirun=True,
     )
