@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from tests.conftest import read_events, tiny_config
-from trainer.cli.main import main
 from trainer.config.compose import ConfigLayer
 from trainer.config.schema import LOGGERS
 from trainer.errors import MissingExtraError
@@ -214,14 +213,16 @@ def test_csv_has_a_row_per_step_with_the_validation_loss_on_its_step(tmp_path, c
 # --- failures ------------------------------------------------------------------------
 
 
-def test_a_logger_without_its_package_is_refused_before_any_run_directory(tmp_path, corpus_file, monkeypatch, capsys):
+def test_a_logger_without_its_package_is_refused_before_any_run_directory(
+    tmp_path, corpus_file, monkeypatch, capsys, cli
+):
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # import tensorboard now fails
     with pytest.raises(MissingExtraError) as info:
         plan_run([ConfigLayer("test", {"loggers": ["csv", "tensorboard"], "data_path": str(corpus_file)})])
     assert info.value.exit_code == 2 and info.value.key == "loggers"
 
     monkeypatch.chdir(tmp_path)
-    assert main(["--data", str(corpus_file), "--max-steps", "1", "loggers=[tensorboard]"]) == 2
+    assert cli(["--data", str(corpus_file), "--max-steps", "1", "loggers=[tensorboard]"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: loggers: tensorboard needs the optional package 'tensorboard'")
     assert 'pip install -e ".[tensorboard]"' in line

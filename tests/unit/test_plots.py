@@ -43,6 +43,14 @@ def test_without_matplotlib_the_run_completes_and_one_line_names_the_extra(tmp_p
     assert "matplotlib is not installed" in line and 'pip install -e ".[plots]"' in line
 
 
+def test_a_failed_run_keeps_its_error_the_one_line(tmp_path, corpus_file, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with caplog.at_level(logging.INFO, logger="lmrunner"):
+        run_dir = failed_run(tmp_path / "nan", corpus_file, monkeypatch)
+    assert not (run_dir / "loss.png").exists()
+    assert not [r for r in caplog.records if "loss.png" in r.getMessage()]
+
+
 def test_a_resume_supersedes_what_a_killed_process_logged_after_the_checkpoint(tmp_path):
     events = [
         {"event": "run_start", "step": 0, "config": {"max_steps": 9}},

@@ -12,7 +12,6 @@ import pytest
 from tests.conftest import MAIN
 from tests.unit.outcomes import completed_run, failed_run, interrupted_run
 from tests.unit.test_plots import png_size
-from trainer.cli.main import main
 from trainer.run.listing import STALE_AFTER_S, summarize_run
 
 LIST_FIELDS = {
@@ -45,14 +44,14 @@ def workdir(tmp_path_factory, corpus_text):
     return root
 
 
-def runs_json(capsys, *args) -> dict[str, dict]:
-    assert main(["runs", "list", *args, "--json"]) == 0
+def runs_json(cli, capsys, *args) -> dict[str, dict]:
+    assert cli(["runs", "list", *args, "--json"]) == 0
     return {run["run_dir"]: run for run in json.loads(capsys.readouterr().out)}
 
 
-def test_list_json_reads_each_status_and_the_figures_from_the_events(workdir, monkeypatch, capsys):
+def test_list_json_reads_each_status_and_the_figures_from_the_events(workdir, monkeypatch, capsys, cli):
     monkeypatch.chdir(workdir)
-    runs = runs_json(capsys)
+    runs = runs_json(cli, capsys)
     assert sorted(runs) == [
         "multirun/2026-11-25/11-00-00/0",
         "outputs/2026-11-25/10-00-00",
@@ -70,7 +69,7 @@ def test_list_json_reads_each_status_and_the_figures_from_the_events(workdir, mo
     events = (workdir / "outputs/2026-11-25/10-00-00/events.jsonl").read_text().splitlines()
     last_step = [json.loads(line) for line in events if '"event": "step"' in line][-1]
     assert done["loss"] == last_step["loss"]
-    assert list(runs_json(capsys, "multirun")) == ["multirun/2026-11-25/11-00-00/0"]
+    assert list(runs_json(cli, capsys, "multirun")) == ["multirun/2026-11-25/11-00-00/0"]
 
 
 def without_run_end(source, target, pid=None):
@@ -111,9 +110,9 @@ def test_a_torn_last_line_and_a_damaged_line_are_passed_over(workdir, tmp_path):
     assert (summary.status, summary.steps, summary.max_steps) == ("running", 6, 6)
 
 
-def test_show_prints_config_lineage_and_checkpoints(workdir, monkeypatch, capsys):
+def test_show_prints_config_lineage_and_checkpoints(workdir, monkeypatch, capsys, cli):
     monkeypatch.chdir(workdir)
-    assert main(["runs", "show", "outputs/2026-11-25/10-01-00"]) == 0
+    assert cli(["runs", "show", "outputs/2026-11-25/10-01-00"]) == 0
     out = capsys.readouterr().out
     for text in (
         "status: interrupted",
@@ -127,9 +126,9 @@ def test_show_prints_config_lineage_and_checkpoints(workdir, monkeypatch, capsys
         assert text in out, text
 
 
-def test_compare_lists_the_keys_that_differ_and_the_losses(workdir, monkeypatch, capsys):
+def test_compare_lists_the_keys_that_differ_and_the_losses(workdir, monkeypatch, capsys, cli):
     monkeypatch.chdir(workdir)
-    assert main(["runs", "compare", "outputs/2026-11-25/10-00-00", "multirun/2026-11-25/11-00-00/0"]) == 0
+    assert cli(["runs", "compare", "outputs/2026-11-25/10-00-00", "multirun/2026-11-25/11-00-00/0"]) == 0
     out = capsys.readouterr().out
     differ = out.split("\n\n")[0].splitlines()
     assert differ[0] == "config keys that differ:"
@@ -140,20 +139,20 @@ def test_compare_lists_the_keys_that_differ_and_the_losses(workdir, monkeypatch,
     assert all(float(value) > 0 for value in results["final val_loss"])
 
 
-def test_plot_overlays_runs_by_step_tokens_or_time(workdir, monkeypatch, tmp_path, capsys):
+def test_plot_overlays_runs_by_step_tokens_or_time(workdir, monkeypatch, tmp_path, capsys, cli):
     monkeypatch.chdir(workdir)
     out = tmp_path / "two.png"
-    assert main(["runs", "plot", "outputs/2026-11-25/10-00-00", "outputs/2026-11-25/10-01-00", "--out", str(out)]) == 0
+    assert cli(["runs", "plot", "outputs/2026-11-25/10-00-00", "outputs/2026-11-25/10-01-00", "--out", str(out)]) == 0
     assert png_size(out) == (1200, 600) and capsys.readouterr().out == f"wrote {out}\n"
-    assert main(["runs", "plot", "outputs/2026-11-25/10-00-00", "--x", "tokens", "--out", str(out)]) == 0
+    assert cli(["runs", "plot", "outputs/2026-11-25/10-00-00", "--x", "tokens", "--out", str(out)]) == 0
 
 
-def test_a_path_that_is_no_run_is_one_line_and_exit_2(workdir, monkeypatch, capsys):
+def test_a_path_that_is_no_run_is_one_line_and_exit_2(workdir, monkeypatch, capsys, cli):
     monkeypatch.chdir(workdir)
-    assert main(["runs", "show", "outputs"]) == 2
+    assert cli(["runs", "show", "outputs"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: outputs is not a run directory (it has no events.jsonl)")
-    assert main(["runz", "list"]) == 2 and "did you mean 'runs'" in capsys.readouterr().err
+    assert cli(["runz", "list"]) == 2 and "did you mean 'runs'" in capsys.readouterr().err
 
 
 def test_runs_list_imports_no_torch(workdir):
@@ -170,9 +169,9 @@ def test_runs_list_imports_no_torch(workdir):
     assert "completed" in result.stdout and "interrupted" in result.stdout and "failed" in result.stdout
 
 
-def test_plot_without_matplotlib_is_exit_2_naming_the_extra(workdir, monkeypatch, tmp_path, capsys):
+def test_plot_without_matplotlib_is_exit_2_naming_the_extra(workdir, monkeypatch, tmp_path, capsys, cli):
     monkeypatch.chdir(workdir)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    assert main(["runs", "plot", "outputs/2026-11-25/10-00-00", "--out", str(tmp_path / "x.png")]) == 2
+    assert cli(["runs", "plot", "outputs/2026-11-25/10-00-00", "--out", str(tmp_path / "x.png")]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "needs the optional package 'matplotlib'" in line and 'pip install -e ".[plots]"' in line

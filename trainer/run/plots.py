@@ -147,26 +147,27 @@ class LossPlotHook(Hook):
 
     def on_event(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if record["event"] == "run_end":
-            plot_run_quietly(trainer.run.run_dir)
+            # After a failure its error is the one line to read (a full disk fails loss.png too).
+            plot_run_quietly(trainer.run.run_dir, say=log.debug if record["status"] == "failed" else log.warning)
 
 
-def plot_run_quietly(run_dir: Path) -> Path | None:
+def plot_run_quietly(run_dir: Path, say: Callable[..., None] = log.warning) -> Path | None:
     """Draw ``run_dir``/loss.png if the run took a step; say why in one line if it cannot."""
 
     def draw() -> Path | None:
         history = load_history(run_dir)
         return draw_loss(history, run_dir / LOSS_PNG) if history.steps else None
 
-    return draw_quietly(draw, run_dir / LOSS_PNG)
+    return draw_quietly(draw, run_dir / LOSS_PNG, say)
 
 
-def draw_quietly(draw: Callable[[], Path | None], path: Path) -> Path | None:
+def draw_quietly(draw: Callable[[], Path | None], path: Path, say: Callable[..., None] = log.warning) -> Path | None:
     """``draw()``, with a missing matplotlib, a failed write or an unreadable events.jsonl
-    turned into one console line: a picture is never worth failing a run or a sweep for."""
+    turned into one line (``say``): a picture is never worth failing a run or a sweep for."""
     try:
         return draw()
     except MissingExtraError as err:
-        log.warning("%s not drawn: matplotlib is not installed (%s)", path, err.hint)
+        say("%s not drawn: matplotlib is not installed (%s)", path, err.hint)
     except (OSError, ValueError) as err:
-        log.warning("%s not drawn: %s", path, err)
+        say("%s not drawn: %s", path, err)
     return None

@@ -125,13 +125,10 @@ class TrackerHook(Hook):
         """The run ended without a run_end event (it failed before reporting one)."""
         if self.opened and not self.stopped:
             self.opened = False
-            self.on_event_quietly(lambda: self.end("failed"))
-
-    def on_event_quietly(self, action) -> None:
-        try:
-            action()
-        except Exception as err:
-            log.warning("%s could not finish: %s", self.name, first_line(err))
+            try:
+                self.end("failed")
+            except Exception as err:  # the run's own error is on its way out: only a line
+                log.warning("%s could not finish: %s", self.name, first_line(err))
 
 
 def tracked_run(trainer: Trainer, record: dict[str, Any]) -> TrackedRun:
