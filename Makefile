@@ -24,3 +24,4 @@ bench:
 	$(PYTHON) bench/throughput.py
 	$(PYTHON) bench/registry_cli.py
 	$(PYTHON) bench/generate.py
+	$(PYTHON) bench/runs_cli.py

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import save_file
+from timing import median_seconds  # bench/timing.py: python bench/X.py puts bench/ on the path
 
 MAIN = Path(__file__).resolve().parent.parent / "main.py"
 
@@ -31,15 +30,6 @@ def make_model(directory: Path) -> None:
     config = {"model_type": "qwen2", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 128}
     (directory / "config.json").write_text(json.dumps(config))
     save_file({"embed.weight": np.zeros((128, 64), dtype=np.float32)}, str(directory / "model.safetensors"))
-
-
-def median_seconds(command: list[str], cwd: Path, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        subprocess.run(command, cwd=cwd, check=True, capture_output=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> None:

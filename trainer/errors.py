@@ -101,6 +101,20 @@ class ConfigValueError(ConfigError):
         self.other_value = other_value
 
 
+class MissingExtraError(ConfigError):
+    """What was asked for needs an optional package that is not installed (exit 2); ``extra``
+    is the lmrunner extra that installs it."""
+
+    def __init__(self, what: str, package: str, extra: str, key: str | None = None):
+        super().__init__(
+            f"{what} needs the optional package '{package}', which is not installed",
+            key=key,
+            hint=f'install it with: pip install -e ".[{extra}]" (an installed lmrunner: pip install "lmrunner[{extra}]")',
+        )
+        self.package = package
+        self.extra = extra
+
+
 class UsageError(LmrunnerError):
     """The command line itself is wrong (exit 2)."""
 

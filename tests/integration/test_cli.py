@@ -64,6 +64,7 @@ def test_logging_completeness(tmp_path, corpus_file):
     assert start["hooks"] == [
         "console",  # on in a subprocess too: plain progress lines when stderr is not a terminal
         "event_log",
+        "loss_plot",
         "eval(every 3 steps)",
         "sampling(every 3 steps)",
         "checkpoint(every 1000 steps, final always)",

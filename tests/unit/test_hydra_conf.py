@@ -31,8 +31,8 @@ def test_every_conf_file_loads_and_names_its_command(path):
     assert isinstance(yaml.safe_load(text) or {}, dict)
     header = list(itertools.takewhile(lambda line: line.startswith("#"), text.splitlines()))
     assert any("python main.py" in line for line in header), f"{path} must open with the command that uses it"
-    if path.parent.name == "launcher":
-        assert header[0] == "# @package hydra.launcher"
+    if path.parent.parent.name == "hydra":  # a launcher or sweeper preset: Hydra's own settings
+        assert header[0] == f"# @package hydra.{path.parent.name}"
     elif path.parent != CONF_DIR:
         assert header[0] == "# @package _global_"  # overrides stay top-level: max_steps=500
 
@@ -44,6 +44,16 @@ def test_slurm_launcher_preset_composes_on_submitit():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.signal_delay_s) == (1, 1, 120)
+
+
+def test_the_optuna_preset_composes_on_the_optuna_sweeper():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/sweeper=lr-dropout"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "minimize"
+    assert dict(sweeper.params) == {"learning_rate": "tag(log, interval(1e-4, 1e-2))", "dropout": "interval(0.0, 0.3)"}
+    assert sweeper.sampler._target_.endswith("TPESampler") and sweeper.sampler.seed == 1234
 
 
 def test_groups_are_the_designed_ones():
@@ -108,6 +118,7 @@ def test_configs_mirror_their_group_combination(mirror, overrides):
         (["model=qwen"], "no option 'qwen' in group 'model'"),
         (["n_layers=abc"], "n_layers='abc' has the wrong type"),
         (["n_layers=2,x"], "n_layers='x' has the wrong type"),  # each sweep value is checked
+        (["n_layers=interval(1.5, 4)"], "n_layers=1.5 has the wrong type"),  # an Optuna range: its ends
     ],
 )
 def test_check_overrides_refuses_with_a_suggestion(overrides, message):
@@ -125,6 +136,8 @@ def test_check_overrides_accepts_sweeps_groups_and_hydra_settings():
             "hydra.run.dir=x",
             "learning_rate=3e-4",
             "eval_cadence=null",
+            "dropout=interval(0.0, 0.3)",  # ranges an optimizing sweeper (Optuna) draws from
+            "learning_rate=tag(log, interval(1e-4, 1e-2))",
         ],
         multirun=True,
     )

@@ -21,6 +21,7 @@ def test_every_field_is_documented_with_its_default():
     for field in dataclasses.fields(TrainingConfig):
         assert field.name in rows, f"README's hyperparameter reference lacks {field.name}"
         default, value_range, text = rows[field.name]
+        # A default from a factory (a list or a mapping: a dataclass default cannot be mutable).
         true_default = field.default_factory() if field.default is dataclasses.MISSING else field.default
         assert yaml.safe_load(default) == true_default, (
             f"{field.name}: README says {default}, code says {true_default!r}"

@@ -311,6 +311,7 @@ def test_null_cadences_still_end_a_run_with_one_validation_loss_and_one_sample(t
     assert result.final_val_loss is not None
     assert events[0]["hooks"] == [
         "event_log",
+        "loss_plot",
         "eval(at the end)",
         "sampling(at the end)",
         "checkpoint(periodic off, final always)",

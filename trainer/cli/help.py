@@ -42,6 +42,12 @@ Use a trained model (SOURCE: a checkpoint, a run directory or a registry model n
   {prog} evaluate outputs/DATE/TIME --data held-out.txt          loss, perplexity, bits per character
   {prog} evaluate qwen-0.5b-base --lm-eval hellaswag --limit 100  lm-eval tasks (pip install -e ".[eval]")
 
+Watching runs (README "Watching runs"):
+  {prog} training=fast 'loggers=[tensorboard,csv]'   also report to TensorBoard and metrics.csv
+  {prog} runs list [DIR] [--json]             the runs under outputs/ and multirun/, with status and losses
+  {prog} runs show RUN | runs compare RUN RUN | runs plot RUN [RUN ...] --out FILE.png
+  {prog} -m hydra/sweeper=lr-dropout training=fast    an Optuna search over learning_rate and dropout
+
 Plain front door: a YAML file (the examples: {examples}) with the same keys.
   {prog} --config small-model --max-steps 50    a shipped example, by name
   {prog} --config my-run.yaml                   your own file

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from trainer.cli.arguments import usage_error
 from trainer.cli.help import program_name
@@ -27,6 +27,7 @@ from trainer.training.distributed import current, init_from_env, on_main
 log = logging.getLogger("lmrunner")
 
 if TYPE_CHECKING:  # importing trainer.resume pulls in torch, which --help must not
+    from trainer.cli.sweep import JobOutcome
     from trainer.run.resume_plan import ResumePlan
 
 
@@ -62,7 +63,7 @@ def check_overrides(overrides: list[str], multirun: bool = False) -> None:
                 source="command line",
                 hint=f"add -m: {program_name()} -m {' '.join(overrides)}",
             )
-        values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        values = _values_to_check(override)
         if key in GROUPS:
             options = group_options(key)
             for value in values:
@@ -86,6 +87,14 @@ def check_overrides(overrides: list[str], multirun: bool = False) -> None:
             merge_layers([ConfigLayer("command line", {field: {entry: value} if entry else value})])
 
 
+def _values_to_check(override) -> list:
+    """The value, each value of a sweep, or the two ends of a range an optimizing sweeper
+    (Optuna) draws from: interval(1e-4, 1e-2) cannot be enumerated."""
+    if override.is_interval_sweep():
+        return [override.value().start, override.value().end]
+    return list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+
+
 def requested_layer(config: TrainingConfig, overrides: list[str]) -> ConfigLayer:
     """What this command asked for, as opposed to what it inherits from the defaults: the
     keys its groups and overrides set away from the schema's defaults, plus every key it
@@ -105,8 +114,10 @@ class HydraJob:
     def __init__(self) -> None:
         self.error: BaseException | None = None
 
-    def __call__(self, cfg) -> dict[str, Any]:
-        """One run in Hydra's run directory (or the resumed run's own)."""
+    def __call__(self, cfg) -> JobOutcome:
+        """One run in Hydra's run directory (or the resumed run's own). The outcome is what
+        the sweep's summary line records; as a float it is the run's sweep_metric, which an
+        optimizing sweeper (hydra/sweeper=optuna) minimises."""
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import OmegaConf
 
@@ -124,7 +135,7 @@ class HydraJob:
             config = OmegaConf.to_object(cfg)
             layer = requested_layer(config, list(hydra_cfg.overrides.task))
             result = start_run([layer], new_run_dir=lambda: run_dir, overrides=None)
-            return job_outcome(result)
+            return job_outcome(result, sweep_metric=config.sweep_metric)
         except TrainingInterrupted as err:
             # Ctrl-C or SIGTERM stops the whole sweep, not just this job: record the job, then
             # leave Hydra (which would go on to the next job after an ordinary exception).
@@ -201,6 +212,7 @@ def run_hydra(argv: list[str]) -> int:
         plan = _check_single_run(overrides)  # before Hydra makes a run directory for it
         argv = _add_overrides(argv, overrides, _run_dir_overrides(overrides, plan))
     elif runs_jobs:
+        _check_sweep_objective(overrides)
         sweep_dir = on_main(lambda: _sweep_dir(overrides))
         # The user's hydra.sweep.dir (if any) gives way to its resolved value.
         users = [o for o in overrides if _sets([o], "hydra.sweep.dir")]
@@ -246,6 +258,37 @@ def _users_hydra_dir(overrides: list[str], kind: str) -> Path:
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=[o for o in overrides if _is_hydra_override(o)], return_hydra_config=True)
     return Path(str(cfg.hydra[kind].dir))
+
+
+def _check_sweep_objective(overrides: list[str]) -> None:
+    """An optimizing sweeper (Optuna) scores each job by its sweep_metric. The final
+    validation loss of runs that never evaluate is missing in every trial, and Optuna would
+    end the sweep with a traceback after running them all: refused here, before any."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(
+            "config", overrides=[o.input_line for o in parsed if not o.is_sweep_override()], return_hydra_config=True
+        )
+    sweeper = cfg.hydra.sweeper
+    if "optuna" not in str(sweeper.get("_target_", "")).lower():
+        return
+    swept |= set(sweeper.get("params") or {})
+    if (
+        cfg.sweep_metric == "final_val_loss"
+        and cfg.eval_cadence is None
+        and not swept & {"eval_cadence", "sweep_metric"}
+    ):
+        choice = next((o for o in overrides if o.startswith("hydra/sweeper=")), "the Optuna sweeper")
+        raise ConfigError(
+            f"{choice} minimises each run's final_val_loss, but eval_cadence is null: no run would have one",
+            key="eval_cadence",
+            source="command line",
+            hint="evaluate (eval_cadence=N, or training=fast), or minimise the training loss: sweep_metric=final_loss",
+        )
 
 
 def _check_single_run(overrides: list[str]) -> ResumePlan | None:

@@ -4,6 +4,7 @@
     lmrunner --config FILE [--max-steps N] [--data FILE] ...     the plain front door (plain.py)
     lmrunner import-model | list-models | ...                    the registry (registry_commands.py)
     lmrunner generate | chat | evaluate SOURCE ...               use a trained model (generate.py, chat.py, evaluate.py)
+    lmrunner runs list | show | plot | compare                   past and present runs (runs_command.py)
 
 ``python main.py`` in a source checkout is the same command. The CLI layer is the only one
 that reads argv, prints for the user or picks the exit code; everything below it raises typed
@@ -20,19 +21,25 @@ from trainer.cli.errors import report_error
 from trainer.cli.help import program_name
 from trainer.cli.plain import PLAIN_FLAGS, run_plain
 from trainer.cli.registry_commands import SUBCOMMANDS
+from trainer.cli.runs_command import COMMAND as RUNS_COMMAND
 from trainer.cli.signals import restore_signals, stop_on_signals
 from trainer.cli.stdout import StdoutClosed, stdout_watched, stop_quietly
 from trainer.errors import UsageError, did_you_mean
 
-# The commands that use a trained model: each module's main(argv), imported only when named.
-MODEL_COMMANDS = {"generate": "trainer.cli.generate", "chat": "trainer.cli.chat", "evaluate": "trainer.cli.evaluate"}
-COMMANDS = (*SUBCOMMANDS, *MODEL_COMMANDS)
+# The commands beside the registry's: each module's main(argv), imported only when named.
+COMMAND_MODULES = {
+    "generate": "trainer.cli.generate",
+    "chat": "trainer.cli.chat",
+    "evaluate": "trainer.cli.evaluate",
+    RUNS_COMMAND: "trainer.cli.runs_command",
+}
+COMMANDS = (*SUBCOMMANDS, *COMMAND_MODULES)
 
 
 def route(argv: list[str]) -> int:
-    """--help: the overview; a registry subcommand; a command that uses a model; any plain-door
-    flag: the --config door; else the Hydra app (Hydra's own parser rejects --config as an
-    ambiguous abbreviation, so it never sees it)."""
+    """--help: the overview; a registry subcommand; another command (generate, chat, evaluate,
+    runs); any plain-door flag: the --config door; else the Hydra app (Hydra's own parser
+    rejects --config as an ambiguous abbreviation, so it never sees it)."""
     if argv in (["-h"], ["--help"]):
         from trainer.cli.help import overview
         from trainer.cli.shipped import example_configs, group_options
@@ -43,8 +50,8 @@ def route(argv: list[str]) -> int:
         from trainer.cli.registry_commands import main as registry_main
 
         return registry_main(argv)
-    if argv and argv[0] in MODEL_COMMANDS:
-        return importlib.import_module(MODEL_COMMANDS[argv[0]]).main(argv[1:])
+    if argv and argv[0] in COMMAND_MODULES:
+        return importlib.import_module(COMMAND_MODULES[argv[0]]).main(argv[1:])
     if argv and _looks_like_a_command(argv[0]):
         raise UsageError(
             f"unknown command '{argv[0]}'{did_you_mean(argv[0], COMMANDS)}",

@@ -15,6 +15,7 @@ from pathlib import Path
 from registry.store import Registry, default_root
 from trainer.cli.arguments import OneLineArgumentParser
 from trainer.cli.help import program_name
+from trainer.cli.tables import short_count, table
 from trainer.errors import ExitCode, RegistryError, UsageError
 
 SUBCOMMANDS = ("import-model", "list-models", "model-info", "delete-model", "validate-registry", "register-model")
@@ -85,7 +86,7 @@ def import_model(registry: Registry, args: argparse.Namespace) -> int:
         allow_pickle=args.allow_pickle,
     )
     print(
-        f"imported '{entry.name}' ({entry.architecture_type}, {_count(entry.num_parameters)} parameters, "
+        f"imported '{entry.name}' ({entry.architecture_type}, {short_count(entry.num_parameters)} parameters, "
         f"{_size(entry.disk_size_bytes)}) into {registry.model_dir(entry)}"
     )
     return 0
@@ -116,7 +117,7 @@ def list_models(registry: Registry, args: argparse.Namespace) -> int:
         (
             e.name,
             e.architecture_type,
-            _count(e.num_parameters),
+            short_count(e.num_parameters),
             _size(e.disk_size_bytes),
             e.model_id or e.source,
             e.fine_tuned_from or "-",
@@ -124,7 +125,7 @@ def list_models(registry: Registry, args: argparse.Namespace) -> int:
         )
         for _, e in sorted(entries.items())
     ]
-    print(_table(rows))
+    print(table(rows))
     return 0
 
 
@@ -186,22 +187,6 @@ def validate(registry: Registry, args: argparse.Namespace) -> int:
     count = len(registry.entries())
     print(f"registry at {registry.root}: {count} model(s), all consistent")
     return 0
-
-
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
-
-
-def _count(value: int | None) -> str:
-    if value is None:
-        return "-"
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if value >= size:
-            return f"{value / size:.1f}{unit}"
-    return str(value)
 
 
 def _size(value: int) -> str:

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.config.schema import FIELD_NAMES, FIELD_TYPES, MAPPING_FIELDS, TrainingConfig
+from trainer.config.schema import FIELD_NAMES, FIELD_TYPES, LIST_FIELDS, MAPPING_FIELDS, TrainingConfig
 from trainer.errors import ConfigError, did_you_mean
 
 
@@ -75,7 +75,13 @@ def merge_layers(layers: list[ConfigLayer]):
                     source=layer.where(key),
                     hint="see the hyperparameter reference in README.md for every valid key",
                 )
-            if (isinstance(value, (dict, list)) or OmegaConf.is_config(value)) and key not in MAPPING_FIELDS:
+            if OmegaConf.is_config(value):
+                value = OmegaConf.to_container(value)
+            if key in LIST_FIELDS:
+                value = _list_from_text(value)
+            if (isinstance(value, dict) and key not in MAPPING_FIELDS) or (
+                isinstance(value, list) and key not in LIST_FIELDS
+            ):
                 raise ConfigError(
                     f"{key} must be a single value, not a {type(value).__name__}",
                     key=key,
@@ -85,12 +91,27 @@ def merge_layers(layers: list[ConfigLayer]):
                 merged[key] = _number_from_text(key, value)
             except (OmegaConfBaseException, ValueError) as err:
                 expected = _type_name(TrainingConfig.__dataclass_fields__[key].type)
+                example = f"; write a list, e.g. {key}=[{value}]" if key in LIST_FIELDS else ""
                 raise ConfigError(
-                    f"{key}={value!r} has the wrong type: expected {expected}",
+                    f"{key}={value!r} has the wrong type: expected {expected}{example}",
                     key=key,
                     source=layer.where(key),
                 ) from err
     return merged
+
+
+def _list_from_text(value: Any) -> Any:
+    """A list field given as text on a command line ("[tensorboard,csv]") becomes the list it
+    spells; any other text stays text, for the type check to refuse with an example."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        import yaml
+
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        return parsed if isinstance(parsed, list) else value
+    return value
 
 
 def _number_from_text(key: str, value: Any) -> Any:

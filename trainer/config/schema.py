@@ -13,10 +13,10 @@ import json
 import math
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.errors import ConfigValueError
+from trainer.errors import ConfigValueError, did_you_mean
 
 LR_SCHEDULES = ("cosine", "constant")
 DATA_FORMATS = ("auto", "text", "completion", "chat")
@@ -24,6 +24,10 @@ LONG_EXAMPLES = ("truncate", "drop")
 # What data_columns may rename: the columns each data format reads.
 DATA_COLUMNS = ("text", "prompt", "completion", "messages", "instruction", "input", "output")
 PRECISIONS = ("fp32", "bf16")
+# Trackers a run can report to besides events.jsonl (trainer/run/loggers/).
+LOGGERS = ("tensorboard", "mlflow", "wandb", "csv")
+# What a sweep's job returns to an optimizing sweeper (Optuna): a field of its summary line.
+SWEEP_METRICS = ("final_val_loss", "final_loss")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 # Keys that may change when a run is resumed: they steer how far and how visibly the run
@@ -45,8 +49,13 @@ RESUMABLE_KEYS = frozenset(
         "device",
         "resume",
         "registry_dir",  # where to find models, not which
+        "loggers",
+        "sweep_metric",
     }
 )
+# Keys that say how a run is found or watched, not what it computes: left out of config_hash,
+# so continuing a run, or adding a tracker to it, keeps its hash.
+_NOT_HASHED = ("resume", "branch", "loggers", "sweep_metric")
 
 
 @dataclass
@@ -114,6 +123,11 @@ class TrainingConfig:
     # fine-tune from it (step 0, fresh optimizer, any setting may change).
     branch: str | None = None
 
+    # --- watching runs ---
+    # Trackers fed from the run's events, besides events.jsonl: a list from LOGGERS.
+    loggers: list[str] = field(default_factory=list)
+    sweep_metric: str = "final_val_loss"
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -167,6 +181,8 @@ class TrainingConfig:
         )
         unknown = sorted(set(self.data_columns) - set(DATA_COLUMNS))
         _require(self, "data_columns", not unknown, f"may rename only {', '.join(DATA_COLUMNS)} (not {unknown})")
+        _require(self, "sweep_metric", self.sweep_metric in SWEEP_METRICS, f"must be one of {', '.join(SWEEP_METRICS)}")
+        self._validate_loggers()
         if self.d_model % self.n_heads != 0:
             raise ConfigValueError("d_model", self.d_model, "must be divisible by n_heads", "n_heads", self.n_heads)
         if self.batch_size % self.grad_accum_steps != 0:
@@ -178,16 +194,24 @@ class TrainingConfig:
                 self.grad_accum_steps,
             )
 
+    def _validate_loggers(self) -> None:
+        for name in self.loggers:
+            if name not in LOGGERS:
+                rule = f"names {name!r}{did_you_mean(name, LOGGERS)}: each must be one of {', '.join(LOGGERS)}"
+                raise ConfigValueError("loggers", self.loggers, rule)
+        _require(self, "loggers", len(set(self.loggers)) == len(self.loggers), "names a logger twice")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def config_hash(self) -> str:
         """Short sha256 of what determines the numbers a run computes.
 
-        ``resume`` and ``branch`` only say where a run came from, so they are left out: a
-        resumed run keeps the hash of the run it continues.
+        ``resume`` and ``branch`` only say where a run came from, and ``loggers`` and
+        ``sweep_metric`` how it is watched, so they are left out: a resumed run keeps the
+        hash of the run it continues.
         """
-        values = {k: v for k, v in self.to_dict().items() if k not in ("resume", "branch")}
+        values = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
         canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -199,6 +223,7 @@ def _require(cfg: TrainingConfig, key: str, ok: bool, rule: str) -> None:
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrainingConfig))
 FIELD_TYPES = typing.get_type_hints(TrainingConfig)
+LIST_FIELDS = tuple(name for name in FIELD_NAMES if typing.get_origin(FIELD_TYPES[name]) is list)
 _FLOAT_FIELDS = tuple(name for name in FIELD_NAMES if FIELD_TYPES[name] in (float, float | None))
 # Fields that hold a mapping (the rest hold one value each).
-MAPPING_FIELDS = tuple(name for name in FIELD_NAMES if str(FIELD_TYPES[name]).startswith("dict"))
+MAPPING_FIELDS = tuple(name for name in FIELD_NAMES if typing.get_origin(FIELD_TYPES[name]) is dict)

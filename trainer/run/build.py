@@ -127,6 +127,7 @@ def restore_trainer(
     trainer.step = state["step"]
     trainer.last_checkpoint_step, trainer.last_checkpoint = state["step"], path
     trainer.last_loss, trainer.last_val_loss = state.get("last_loss"), state.get("last_val_loss")
+    trainer.elapsed_before = state.get("elapsed_s", 0.0)  # absent from checkpoints of older versions
     return trainer
 
 

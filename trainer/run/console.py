@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from trainer.run.durations import clock
 from trainer.training.hooks import Hook
 
 if TYPE_CHECKING:
@@ -41,16 +42,8 @@ class SmoothedRate:
         return value if average is None else average + self.smoothing * (value - average)
 
 
-def clock(seconds: float | None) -> str:
-    """1:02:03 for a duration; ? before there is one."""
-    if seconds is None:
-        return "?"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
-
-
 class ConsoleHook(Hook):
-    """A progress bar (step, loss, smoothed tokens/s, ETA) on a terminal; plain progress lines
+    """A progress bar (step, loss, grad norm, smoothed tokens/s, ETA) on a terminal; plain progress lines
     with the same figures otherwise. Eval, sample and checkpoint events become short log lines
     either way; a sample prints as the text it is, indented under its step."""
 
@@ -86,15 +79,17 @@ class ConsoleHook(Hook):
         self.rate.update(record["tokens_per_s"], time.monotonic())
         tokens_per_s = f"{self.rate.tokens_per_s:,.0f}"
         self.bar.update(step - self.bar.n)
-        self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=tokens_per_s, refresh=False)
+        grad_norm = f"{record['grad_norm']:.3g}"
+        self.bar.set_postfix(loss=f"{record['loss']:.4f}", gnorm=grad_norm, tok_s=tokens_per_s, refresh=False)
         if not self.interactive and (step % self.line_every == 0 or step == max_steps):
             eta = clock(self.rate.eta_seconds(max_steps - step))
             log.info(
-                "step %d/%d  loss %.4f  lr %.2e  %s tok/s  ETA %s",
+                "step %d/%d  loss %.4f  lr %.2e  grad norm %s  %s tok/s  ETA %s",
                 step,
                 max_steps,
                 record["loss"],
                 record["lr"],
+                grad_norm,
                 tokens_per_s,
                 eta,
             )

@@ -1,9 +1,12 @@
-"""The hooks a run gets: the console, events.jsonl, evaluation, sampling and checkpoints."""
+"""The hooks a run gets: the console, events.jsonl, loss.png, the trackers, evaluation, sampling
+and checkpoints."""
 
 from __future__ import annotations
 
 from trainer.run.console import ConsoleHook
 from trainer.run.events import EventLog, EventLogHook
+from trainer.run.loggers import tracker_hooks
+from trainer.run.plots import LossPlotHook
 from trainer.training.hooks import CheckpointHook, EvalHook, Hook, SamplingHook
 
 
@@ -20,6 +23,8 @@ def default_hooks(trainer_config, events: EventLog | None, start_step: int, cons
         hooks.append(ConsoleHook(trainer_config.max_steps, start_step))
     if events is not None:
         hooks.append(EventLogHook(events))
+        hooks.append(LossPlotHook())  # after the event log: it draws from events.jsonl
+        hooks += tracker_hooks(trainer_config.loggers)  # after loss.png: MLflow keeps it as an artifact
     hooks.append(EvalHook(trainer_config.eval_cadence))
     if events is not None:
         hooks.append(SamplingHook(trainer_config.sampling_cadence))

@@ -8,7 +8,9 @@ architecture, source, size on disk) and its fine-tuning lineage.
 from __future__ import annotations
 
 import logging
+import os
 import platform
+import socket
 import subprocess
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -80,6 +82,8 @@ def run_metadata(trainer, *, seed_source, precision, hooks, source, fine_tune) -
         "data": trainer.run.data,
         "device": str(trainer.device),
         "world_size": trainer.ranks.world_size,  # DDP ranks; batch_size is the global batch
+        # Which process writes the run: `runs list` tells a running run from a killed one by it.
+        "process": {"host": socket.gethostname(), "pid": os.getpid()},
         "precision": {"setting": config.precision, "matmul": precision.matmul, "note": precision.note},
         "versions": {"lmrunner": lmrunner_version(), "torch": torch.__version__, "python": platform.python_version()},
     }

@@ -1,7 +1,8 @@
 """Planning a run: the config it will use, checked whole before anything is written.
 
 ``plan_run`` composes the layers, plans a resume or a branch, and runs every cheap check
-(the model in the registry, the tokenizer setting, the batch split over ranks, the data file)
+(the model in the registry, the tokenizer setting, the trackers' packages, the batch split
+over ranks, the data file)
 so that a run that cannot start fails before a run directory exists. ``resolve_config`` fills
 in what a config may leave open when the run starts: the seed and the schedule length.
 ``stop_early_layer`` is what --max-steps means: stop at step N, keep the planned schedule.
@@ -21,6 +22,7 @@ from trainer.data.prepare import check_data_source
 from trainer.data.windows import check_window_fits, split_sizes
 from trainer.errors import ConfigError, ConfigValueError, UsageError
 from trainer.models.source import check_tokenizer_setting, registry_of, select_model
+from trainer.run.loggers import check_loggers
 from trainer.run.memory import Architecture, check_fits, custom_architecture, device_memory, hf_architecture
 from trainer.run.resume_plan import ResumePlan, plan_branch, plan_resume
 from trainer.training.distributed import current, on_main
@@ -48,6 +50,7 @@ def plan_run(layers: list[ConfigLayer]) -> tuple[TrainingConfig, ResumePlan | No
     # branched run's model is its checkpoint.
     model_dir = plan.checkpoint if plan else select_model(config).directory
     check_tokenizer_setting(config)
+    check_loggers(config.loggers)  # a tracker whose package is missing: exit 2 naming the extra
     check_batch_split(config, current().world_size)
     check_data(config)
     check_fits(config, _architecture(config, model_dir), current().world_size, device_memory(config.device))

@@ -31,6 +31,7 @@ from trainer.training import distributed
 from trainer.training.finite import first_non_finite, optimizer_tensors
 from trainer.training.hooks import Hook
 from trainer.training.lr_schedule import lr_at, set_lr
+from trainer.training.optimizer import clip_gradients
 from trainer.training.rng_state import capture_rng_state
 from trainer.training.state_files import OPTIMIZER_FILE, RNG_FILE, load_optimizer_state, load_rng_state
 
@@ -83,6 +84,10 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.last_loss: float | None = None
         self.last_val_loss: float | None = None
+        self.last_grad_norm: float | None = None
+        # Seconds of training before this process (a resumed run's checkpoint keeps them).
+        self.elapsed_before = 0.0
+        self._fit_started: float | None = None
         self._stop_signal: str | None = None  # a signal this process received
         self._stop_agreed: str | None = None  # the stop every rank agreed on at the last step
         self.ranks = distributed.current()
@@ -123,8 +128,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             last = str(self.last_checkpoint) if self.last_checkpoint is not None else None
             raise NonFiniteLossError(self.step + 1, mean_loss, last)
-        if self.config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.last_grad_norm = clip_gradients(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -203,6 +207,7 @@ class Trainer:
     def fit(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
         """Train until ``max_steps``; ``batches`` (default: ``train_batches()``) must start at this step."""
         batches = self.train_batches() if batches is None else batches
+        self._fit_started = time.perf_counter()
         with self._stop_on_signals():
             while self.step < self.config.max_steps:
                 started = time.perf_counter()
@@ -215,6 +220,9 @@ class Trainer:
                     loss=loss,
                     lr=self.optimizer.param_groups[0]["lr"],
                     tokens_per_s=round(tokens_per_step / elapsed, 1),
+                    grad_norm=self.last_grad_norm,
+                    tokens_seen=self.step * tokens_per_step,
+                    elapsed_s=round(self.elapsed_s(), 3),
                 )
                 for hook in self.hooks:
                     hook.on_step_end(self)
@@ -222,6 +230,12 @@ class Trainer:
                     self._save_and_stop()
             for hook in self.hooks:
                 hook.on_run_end(self)
+
+    def elapsed_s(self) -> float:
+        """Seconds spent training this run, earlier processes included (loading excluded)."""
+        if self._fit_started is None:
+            return self.elapsed_before
+        return self.elapsed_before + time.perf_counter() - self._fit_started
 
     def report(self, event: str, **fields: Any) -> None:
         record = {"event": event, "step": self.step, **fields}
@@ -333,6 +347,7 @@ class Trainer:
             "lineage": self.run.lineage,
             "last_loss": self.last_loss,
             "last_val_loss": self.last_val_loss,
+            "elapsed_s": round(self.elapsed_s(), 3),
         }
 
     def load_state_files(self, path: Path) -> None:

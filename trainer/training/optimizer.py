@@ -27,6 +27,18 @@ def parameter_groups(model: nn.Module, weight_decay: float, trainable: list[nn.P
     ]
 
 
+def clip_gradients(parameters, max_norm: float | None) -> float:
+    """The global gradient norm (what practitioners watch for spikes), measured before
+    clipping. The gradients are clipped to ``max_norm`` when it is set and left exactly as
+    they are when it is None. Under DDP they are already averaged, so every rank sees the
+    same norm. Without clipping it costs one pass over the gradients, as clipping does."""
+    parameters = [p for p in parameters if p.grad is not None]
+    if max_norm is not None:
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm).item()
+    norms = [torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32) for p in parameters]
+    return torch.linalg.vector_norm(torch.stack(norms)).item() if norms else 0.0
+
+
 def create_optimizer(adapter, config: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW over the adapter's trainable parameters.
 
