@@ -26,6 +26,7 @@ from registry.store import (
     STAGING_PREFIX,
     ModelEntry,
     Registry,
+    dependents,
     moves_undone_on_failure,
     validate_name,
 )
@@ -212,7 +213,7 @@ def commit_staged(registry: Registry, entry: ModelEntry, staged: Path, force: bo
         existing = entries.get(entry.name)
         if existing is not None and not force:
             raise UsageError(f"model '{entry.name}' is already in the registry", hint="add --force to replace it")
-        children = sorted(n for n, e in entries.items() if e.fine_tuned_from == entry.name)
+        children = dependents(entries, entry.name)
         if existing is not None and children:
             raise UsageError(
                 f"'{entry.name}' has fine-tunes ({', '.join(children)}); replacing it would change their lineage",

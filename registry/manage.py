@@ -16,6 +16,7 @@ from registry.store import (
     STAGING_PREFIX,
     ModelEntry,
     Registry,
+    dependents,
     inside,
     is_registry_file,
     moves_undone_on_failure,
@@ -37,7 +38,7 @@ def delete_model(registry: Registry, name: str, force: bool = False) -> ModelEnt
     with registry.locked() as entries, moves_undone_on_failure() as move:
         if name not in entries:
             raise ModelNotFoundError(name, sorted(entries))
-        children = sorted(n for n, e in entries.items() if e.fine_tuned_from == name)
+        children = dependents(entries, name)
         if children and not force:
             raise UsageError(
                 f"'{name}' has fine-tunes in the registry: {', '.join(children)}",
@@ -155,6 +156,8 @@ def check_entry(registry: Registry, entry: ModelEntry, entries: dict[str, ModelE
     problems += _check_readable(directory, entry)
     if entry.fine_tuned_from is not None and entry.fine_tuned_from not in entries:
         problems.append(f"fine_tuned_from '{entry.fine_tuned_from}' is not in the registry (dangling)")
+    if entry.adapter_base is not None and entry.adapter_base not in entries:
+        problems.append(f"adapter_base '{entry.adapter_base}' is not in the registry: the adapter cannot load")
     return problems
 
 

@@ -76,6 +76,7 @@ class ModelEntry:
     disk_size_bytes: int = 0
     tokenizer: str | None = None
     fine_tuned_from: str | None = None
+    adapter_base: str | None = None  # a LoRA adapter: the registry model whose weights it applies to
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # relative path -> {sha256, bytes}
     source_path: str | None = None  # the local directory or checkpoint it was imported from
@@ -137,7 +138,7 @@ class Registry:
         return list(reversed(chain))
 
     def children(self, name: str) -> list[str]:
-        return sorted(n for n, e in self.entries().items() if e.fine_tuned_from == name)
+        return dependents(self.entries(), name)
 
     def refuse_taken(self, name: str, force: bool) -> None:
         """Refuse a name already registered, unless ``force`` (checked early; the commit checks again)."""
@@ -212,6 +213,11 @@ def _check_entry_shape(name: str, entry: ModelEntry) -> None:
         for f in entry.files.values()
     ):
         raise ValueError(f"entry {name!r} has a malformed files table")
+
+
+def dependents(entries: dict[str, ModelEntry], name: str) -> list[str]:
+    """The models that need ``name``: its fine-tunes, and the adapters that apply to it."""
+    return sorted(n for n, e in entries.items() if name in (e.fine_tuned_from, e.adapter_base))
 
 
 def inside(root: Path, path: Path) -> bool:

@@ -160,6 +160,26 @@ def build_tiny_qwen(directory: Path, vocab_size: int = 320, chat: bool = False) 
     return directory
 
 
+def serve_from_hub_cache(monkeypatch, hub: Path, model_dir: Path, repo_id: str) -> str:
+    """Put ``model_dir`` in a Hugging Face cache at ``hub`` as ``repo_id`` and use that cache
+    offline, as a machine that downloaded it before would: import-model REPO_ID then takes it
+    from there, with its Hub id and revision. Returns the revision (a commit sha)."""
+    import shutil
+
+    import huggingface_hub.constants as constants
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = hub / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(model_dir, repo / "snapshots" / sha)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return sha
+
+
 @pytest.fixture(scope="session")
 def tiny_qwen_dir(tmp_path_factory) -> Path:
     return build_tiny_qwen(tmp_path_factory.mktemp("hf") / "tiny-qwen")

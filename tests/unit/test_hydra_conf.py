@@ -59,6 +59,15 @@ def test_the_optuna_preset_composes_on_the_optuna_sweeper():
 def test_groups_are_the_designed_ones():
     assert group_options("model") == ["custom", "qwen-base", "qwen-finetuned"]
     assert group_options("training") == ["default", "detailed", "fast"]
+    assert group_options("finetune") == ["full", "lora"]
+
+
+def test_finetune_lora_sets_lora_and_its_learning_rate_over_the_model_group():
+    config = composed(["model=qwen-base", "finetune=lora"])
+    assert (config.lora_r, config.learning_rate) == (16, 2.0e-4)
+    assert composed(["model=qwen-base", "finetune=full"]) == composed(["model=qwen-base"])
+    with pytest.raises(ConfigError, match="needs a model to adapt"):
+        composed(["finetune=lora"]).validate()  # model=custom: a new model trains in full
 
 
 @pytest.mark.parametrize("model, training", list(itertools.product(group_options("model"), group_options("training"))))
@@ -83,6 +92,7 @@ def test_defaults_compose_to_the_schema_defaults():
         ("qwen-base.yaml", ["model=qwen-base"]),
         ("qwen-finetuned.yaml", ["model=qwen-finetuned"]),
         ("qwen-chat.yaml", ["model=qwen-base", "data=chat"]),
+        ("qwen-lora.yaml", ["model=qwen-base", "finetune=lora"]),
         (
             "small-model.yaml",
             [
@@ -105,7 +115,7 @@ def test_defaults_compose_to_the_schema_defaults():
 )
 def test_configs_mirror_their_group_combination(mirror, overrides):
     assert compose_config([yaml_layer(str(REPO / "configs" / mirror))]) == composed(overrides)
-    if overrides and "=" in overrides[0] and overrides[0].split("=")[0] in ("model", "training", "data"):
+    if overrides and "=" in overrides[0] and overrides[0].split("=")[0] in ("model", "training", "finetune", "data"):
         assert group_of_config(mirror) == " ".join(overrides)  # what the first line declares
 
 

@@ -24,7 +24,7 @@ LAYERS = (
     ("trainer.checkpoint",),
     ("trainer.config",),
     ("registry",),  # the model registry: no training code, only the bottom layer below it
-    ("trainer.errors", "trainer.files"),
+    ("trainer.errors", "trainer.files", "trainer.extras"),
 )
 PACKAGES = ("trainer", "registry")
 

@@ -10,7 +10,7 @@ import pytest
 from registry.hub import count_parameters, import_model
 from registry.manage import delete_model, validate_registry
 from registry.store import LOCK_FILE, ModelEntry, Registry, validate_name
-from tests.conftest import tiny_config
+from tests.conftest import serve_from_hub_cache, tiny_config
 from trainer.errors import ImportModelError, ModelNotFoundError, RegistryError, StorageError, UsageError
 from trainer.models.register import register_checkpoint
 
@@ -80,18 +80,9 @@ def test_remote_code_and_pickle_are_refused_unless_allowed(registry, tiny_qwen_d
 
 
 def test_hub_import_from_prefilled_cache_offline(registry, tiny_qwen_dir, tmp_path, monkeypatch):
-    sha = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--acme--tiny-qwen"
-    shutil.copytree(tiny_qwen_dir, repo / "snapshots" / sha)
-    (repo / "snapshots" / sha / "README.md").write_text("not needed, not imported")
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(sha)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    sha = serve_from_hub_cache(monkeypatch, tmp_path / "hub", tiny_qwen_dir, "acme/tiny-qwen")
+    snapshot = tmp_path / "hub" / "models--acme--tiny-qwen" / "snapshots" / sha
+    (snapshot / "README.md").write_text("not needed, not imported")
     entry = import_model(registry, "acme/tiny-qwen")
     assert (entry.name, entry.model_id, entry.revision, entry.source) == (
         "tiny-qwen",

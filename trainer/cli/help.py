@@ -11,7 +11,7 @@ from pathlib import Path
 from trainer.errors import ExitCode
 
 OVERVIEW = """\
-usage: {prog} [model=GROUP] [training=GROUP] [key=value ...] [-m] [--cfg job] [--info]
+usage: {prog} [model=GROUP] [training=GROUP] [finetune=full|lora] [key=value ...] [-m] [--cfg job] [--info]
        {prog} --config FILE [--max-steps N] [--data FILE] [--resume PATH [--branch NAME]] [key=value ...]
        {prog} generate|chat|evaluate SOURCE ...
        {prog} SUBCOMMAND ...
@@ -19,7 +19,7 @@ usage: {prog} [model=GROUP] [training=GROUP] [key=value ...] [-m] [--cfg job] [-
 Train a language model from scratch or fine-tune one from the registry; every run gets its own directory.
 
 Hydra front door (the default): config groups and key=value overrides composed onto one schema.
-  groups:   model={models}   training={trainings}
+  groups:   model={models}   training={trainings}   finetune=full|lora
   {prog}                                      the defaults (model=custom training=default)
   {prog} training=fast n_layers=2             a group and an override
   {prog} -m training=fast,detailed n_layers=2,4    a sweep: 4 jobs, summary in multirun/
@@ -33,6 +33,8 @@ Model registry (./models, or $LMRUNNER_HOME):
   {prog} list-models | model-info NAME | delete-model NAME | validate-registry
   {prog} register-model outputs/DATE/TIME/checkpoints/step-N --name NAME
   {prog} model_name=NAME data_path=my.txt     fine-tune a registry model (see README "Fine-tuning")
+  {prog} model=qwen-base finetune=lora        LoRA: adapters train, the model's weights stay frozen
+  {prog} export-model NAME OUT_DIR --merge    a Hugging Face folder, LoRA folded in (--dtype bf16)
   {prog} --resume CHECKPOINT --branch NAME    a new fine-tune branch from a checkpoint
   {prog} SUBCOMMAND --help                    the options of each
 

@@ -4,6 +4,7 @@
     lmrunner --config FILE [--max-steps N] [--data FILE] ...     the plain front door (plain.py)
     lmrunner import-model | list-models | ...                    the registry (registry_commands.py)
     lmrunner generate | chat | evaluate SOURCE ...               use a trained model (generate.py, chat.py, evaluate.py)
+    lmrunner export-model SOURCE OUT_DIR [--merge]               a Hugging Face folder (export.py)
     lmrunner runs list | show | plot | compare                   past and present runs (runs_command.py)
 
 ``python main.py`` in a source checkout is the same command. The CLI layer is the only one
@@ -31,6 +32,7 @@ COMMAND_MODULES = {
     "generate": "trainer.cli.generate",
     "chat": "trainer.cli.chat",
     "evaluate": "trainer.cli.evaluate",
+    "export-model": "trainer.cli.export",
     RUNS_COMMAND: "trainer.cli.runs_command",
 }
 COMMANDS = (*SUBCOMMANDS, *COMMAND_MODULES)

@@ -62,6 +62,10 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", choices=("fp32", "bf16"), default="fp32", help="the weights' precision (default: fp32)"
     )
+    add_registry_dir_argument(parser)
+
+
+def add_registry_dir_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--registry-dir",
         type=Path,

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 # The Hydra config groups (folders of conf/ whose options are chosen as GROUP=OPTION).
-GROUPS = ("model", "training", "data")
+GROUPS = ("model", "training", "finetune", "data")
 _TRAINER_DIR = Path(__file__).resolve().parent.parent
 
 

@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.errors import ConfigValueError, did_you_mean
+from trainer.errors import ConfigError, ConfigValueError, did_you_mean
 
 LR_SCHEDULES = ("cosine", "constant")
 DATA_FORMATS = ("auto", "text", "completion", "chat")
@@ -51,6 +51,7 @@ RESUMABLE_KEYS = frozenset(
         "device",
         "resume",
         "registry_dir",  # where to find models, not which
+        "gradient_checkpointing",  # how much memory the same arithmetic takes
         "loggers",
         "sweep_metric",
         # How the ranks share the work: the same numbers to float rounding, as on any number
@@ -139,6 +140,14 @@ class TrainingConfig:
     tokenizer: str | None = None
     registry_dir: str | None = None
 
+    # --- LoRA (peft) and memory ---
+    lora_r: int | None = None  # null: a full fine-tune
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    lora_modules_to_save: list[str] = field(default_factory=list)
+    gradient_checkpointing: bool = False
+
     # --- run control ---
     resume: str | None = None
     # With resume: register the checkpoint as registry model <branch> and start a new
@@ -206,6 +215,20 @@ class TrainingConfig:
         unknown = sorted(set(self.data_columns) - set(DATA_COLUMNS))
         _require(self, "data_columns", not unknown, f"may rename only {', '.join(DATA_COLUMNS)} (not {unknown})")
         _require(self, "sweep_metric", self.sweep_metric in SWEEP_METRICS, f"must be one of {', '.join(SWEEP_METRICS)}")
+        _require(
+            self, "lora_r", self.lora_r is None or self.lora_r >= 1, "must be a positive integer or null (no LoRA)"
+        )
+        if self.lora_r is not None and self.model_name is None:
+            raise ConfigError(
+                f"lora_r={self.lora_r} needs a model to adapt, and model_name is null (a new model trains in full)",
+                key="lora_r",
+                hint="set model_name to a registry model (model=qwen-base, or a model you registered), or lora_r=null",
+            )
+        _require(self, "lora_alpha", self.lora_alpha > 0, "must be > 0")
+        _require(self, "lora_dropout", 0.0 <= self.lora_dropout < 1.0, "must satisfy 0 <= lora_dropout < 1")
+        _require(
+            self, "lora_target_modules", bool(self.lora_target_modules), "must name at least one module (or all-linear)"
+        )
         self._validate_loggers()
         if self.d_model % self.n_heads != 0:
             raise ConfigValueError("d_model", self.d_model, "must be divisible by n_heads", "n_heads", self.n_heads)

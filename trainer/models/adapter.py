@@ -66,6 +66,9 @@ class ModelAdapter(Protocol):
 
     def trainable_parameters(self) -> list[nn.Parameter]: ...
 
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in backward instead of keeping them (less memory, more compute)."""
+
     def save(self, directory: Path, lineage: dict[str, Any]) -> None:
         """Weights, tokenizer and architecture into ``directory``, loadable by ``load_adapter``."""
 

@@ -59,6 +59,9 @@ class CustomTransformerAdapter:
             prompt_ids, max_new_tokens, temperature, generator, top_k=top_k, top_p=top_p, on_token=on_token
         )
 
+    def enable_gradient_checkpointing(self) -> None:
+        self.model.gradient_checkpointing = True
+
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]
 

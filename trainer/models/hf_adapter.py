@@ -120,6 +120,15 @@ class HFCausalLMAdapter:
             )
         return out[0].cpu()
 
+    def enable_gradient_checkpointing(self) -> None:
+        # Non-reentrant: correct with frozen inputs (LoRA) and with DDP, and it keeps dropout's RNG.
+        # transformers 5 renamed it (the old name warns); older releases have only the old one.
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.model, "activation_checkpointing_enable"):
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]
 

@@ -6,6 +6,7 @@ its manifest), picks the files a model needs and hands them to the registry's st
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from registry.hub import commit_staged, count_parameters, staging
@@ -13,7 +14,9 @@ from registry.store import ModelEntry, Registry, validate_name
 from trainer.checkpoint.find import resolve_resume_path
 from trainer.checkpoint.layout import MANIFEST
 from trainer.checkpoint.verify import verify_checkpoint
+from trainer.errors import UsageError
 from trainer.models.adapter import CUSTOM_ARCHITECTURE
+from trainer.models.lora import BASE_FILE, is_adapter_dir
 
 
 def register_checkpoint(registry: Registry, checkpoint: Path, name: str, force: bool = False) -> ModelEntry:
@@ -25,6 +28,17 @@ def register_checkpoint(registry: Registry, checkpoint: Path, name: str, force: 
     checkpoint = resolve_resume_path(checkpoint)
     state = verify_checkpoint(checkpoint)
     lineage = state.get("lineage", {})
+    # A LoRA run's checkpoint is an adapter: registered as one, small, naming the model it applies to.
+    adapter_base = (
+        json.loads((checkpoint / BASE_FILE).read_text(encoding="utf-8"))["registry_name"]
+        if is_adapter_dir(checkpoint)
+        else None
+    )
+    if adapter_base is not None and adapter_base not in registry.entries():
+        raise UsageError(
+            f"{checkpoint} is a LoRA adapter of '{adapter_base}', which is not in the registry",
+            hint="import or register that base model first (under the same name)",
+        )
     left_out = {MANIFEST, "optimizer.pt", "rng_state.pt"}
     files = [p for p in sorted(checkpoint.iterdir()) if p.is_file() and p.name not in left_out]
     with staging(registry, name, files) as staged:
@@ -38,6 +52,7 @@ def register_checkpoint(registry: Registry, checkpoint: Path, name: str, force: 
             num_parameters=count_parameters(staged),
             tokenizer=state.get("tokenizer"),
             fine_tuned_from=lineage.get("fine_tuned_from"),
+            adapter_base=adapter_base,
             source_path=str(checkpoint.resolve()),
             run_id=state.get("run_id"),
             step=state.get("step"),

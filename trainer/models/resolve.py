@@ -14,6 +14,7 @@ model behind its adapter (custom or Hugging Face) on a device, in a precision, f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from trainer.checkpoint.verify import verify_checkpoint
 from trainer.errors import CheckpointError, LmrunnerError, UsageError, did_you_mean, first_line
 from trainer.models.adapter import CUSTOM_ARCHITECTURE, ModelAdapter
 from trainer.models.loading import load_adapter
+from trainer.models.lora import is_adapter_dir, load_lora
 from trainer.models.source import registry_model
 
 KINDS = "a checkpoint directory (checkpoints/step-*), a run directory (outputs/<date>/<time>) or a registry model name"
@@ -42,6 +44,13 @@ class ResolvedSource:
     architecture_type: str
     run_config: dict[str, Any] = field(default_factory=dict)  # the training config, when it was trained here
     passed_over: list[Damaged] = field(default_factory=list)  # a run directory's newer, damaged checkpoints
+    registry: Registry | None = None  # where a LoRA adapter's base is looked up
+
+    def base_registry(self) -> Registry:
+        """The registry of the run that trained it, if it named one; else the one SOURCE was looked up in."""
+        if self.run_config.get("registry_dir"):
+            return Registry(Path(self.run_config["registry_dir"]))
+        return self.registry or Registry()
 
     def describe(self) -> str:
         if self.kind == "checkpoint":
@@ -54,13 +63,12 @@ class ResolvedSource:
 def resolve_source(given: str, registry: Registry) -> ResolvedSource:
     path = Path(given)
     if path.exists() or path.is_symlink():
-        return _from_path(given, path)
+        return dataclasses.replace(_from_path(given, path), registry=registry)
     entries = registry.entries()
     if given in entries:
         source = registry_model(registry, given)
-        return ResolvedSource(
-            given, "registry model", source.directory, source.architecture_type, _saved_config(source.directory)
-        )
+        saved = _saved_config(source.directory)
+        return ResolvedSource(given, "registry model", source.directory, source.architecture_type, saved, [], registry)
     names = sorted(entries)
     raise UsageError(
         f"SOURCE '{given}' is not {KINDS}: no such file or directory, and the registry at {registry.root} "
@@ -103,7 +111,10 @@ def load_for_use(source: ResolvedSource, device: torch.device, precision: str, t
     """The model behind its adapter, in eval mode, on ``device``, its weights in ``precision``
     (``tokenizer``: its own tokenizer, loaded already)."""
     try:
-        adapter = load_adapter(source.directory, source.architecture_type, dropout=0.0, tokenizer=tokenizer)
+        if is_adapter_dir(source.directory):  # a LoRA adapter (checkpoint or registered): on its base
+            adapter = load_lora(source.directory, source.base_registry(), dropout=0.0, trainable=False)
+        else:
+            adapter = load_adapter(source.directory, source.architecture_type, dropout=0.0, tokenizer=tokenizer)
     except LmrunnerError:  # already one line that says what to do (e.g. custom code refused)
         raise
     except Exception as err:  # transformers and safetensors raise their own types for a bad file

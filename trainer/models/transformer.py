@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from trainer.models.sampling import SamplingSettings, pick_next_token
 
@@ -209,6 +210,8 @@ class Transformer(nn.Module):
         # Weight tying: the output head reuses the input embedding (fewer parameters, and
         # it usually trains better at this size).
         self.lm_head.weight = self.token_embedding.weight
+        # Trade compute for memory: recompute each block's activations in backward.
+        self.gradient_checkpointing = False
         self.apply(self._init_weights)
         # GPT-2's scaled init: each residual branch adds to the stream, so its output
         # projection starts smaller the more layers there are.
@@ -251,7 +254,12 @@ class Transformer(nn.Module):
             attend = within_examples(positions)
         x = self.embedding_dropout(self.token_embedding(tokens) + self.position_embedding(positions))
         for index, block in enumerate(self.blocks):
-            x = block(x, attend, cache.layer(index) if cache is not None else None)
+            if self.gradient_checkpointing and self.training and cache is None:
+                # Keep only each block's input; backward runs the block again. The RNG state is
+                # saved and restored around the rerun, so dropout draws the same masks.
+                x = checkpoint(block, x, attend, None, use_reentrant=False)
+            else:
+                x = block(x, attend, cache.layer(index) if cache is not None else None)
         if cache is not None:
             cache.length += seq
         logits = self.lm_head(self.final_norm(x))

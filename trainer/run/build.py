@@ -22,7 +22,8 @@ from trainer.errors import CheckpointError, ConfigError, DataError, LmrunnerErro
 from trainer.models.adapter import CUSTOM_ARCHITECTURE, ModelAdapter
 from trainer.models.custom_adapter import CustomTransformerAdapter
 from trainer.models.loading import load_adapter
-from trainer.models.source import ModelSource, tokenizer_directory
+from trainer.models.lora import LoraSettings, apply_lora, base_reference, is_adapter_dir, load_base, load_lora
+from trainer.models.source import ModelSource, registry_of, tokenizer_directory
 from trainer.models.transformer import TransformerShape
 from trainer.training.hooks import Hook
 from trainer.training.loop import RunInfo, Trainer
@@ -50,9 +51,14 @@ def new_adapter(config: TrainingConfig, data: DataSpec, source: ModelSource) -> 
     override = load_tokenizer(override_dir, config.tokenizer) if override_dir else None
     if source.name is None:
         tokenizer = override or CharTokenizer(char_vocabulary(config, data))
-        return CustomTransformerAdapter.new(model_shape(config, tokenizer.vocab_size), tokenizer)
+        adapter = CustomTransformerAdapter.new(model_shape(config, tokenizer.vocab_size), tokenizer)
+        return _with_memory_settings(adapter, config)
+    registry = registry_of(config)
     try:
-        adapter = load_adapter(source.directory, source.architecture_type, config.dropout, override)
+        if is_adapter_dir(source.directory) and config.lora_r is None:
+            adapter = load_lora(source.directory, registry, config.dropout, trainable=True)  # train it on
+        else:
+            adapter = load_base(registry, source.name, config.dropout, override)  # an adapter model comes merged
     except LmrunnerError:  # already one line that says what to do (e.g. custom code refused)
         raise
     except Exception as err:  # transformers and safetensors raise their own types for a bad file
@@ -62,6 +68,14 @@ def new_adapter(config: TrainingConfig, data: DataSpec, source: ModelSource) -> 
         ) from err
     if override is not None:
         _check_override_fits(adapter, config.tokenizer)
+    if config.lora_r is not None:  # new adapters on these weights; they alone train
+        adapter = apply_lora(adapter, LoraSettings.of(config), base_reference(registry, source.name))
+    return _with_memory_settings(adapter, config)
+
+
+def _with_memory_settings(adapter: ModelAdapter, config: TrainingConfig) -> ModelAdapter:
+    if config.gradient_checkpointing:
+        adapter.enable_gradient_checkpointing()
     return adapter
 
 
@@ -117,9 +131,13 @@ def restore_trainer(
         )
     architecture = (state.get("lineage") or {}).get("architecture_type", CUSTOM_ARCHITECTURE)
     try:
-        adapter = load_adapter(path, architecture, config.dropout)
+        if is_adapter_dir(path):  # a LoRA run's checkpoint: the adapter, on its base from the registry
+            adapter = load_lora(path, registry_of(config), config.dropout, trainable=True)
+        else:
+            adapter = load_adapter(path, architecture, config.dropout)
     except (OSError, ValueError, KeyError, RuntimeError) as err:  # transformers' errors run to several lines
         raise CheckpointError(f"the model or tokenizer in it is unusable ({first_line(err)})", str(path)) from err
+    adapter = _with_memory_settings(adapter, config)
     trainer = new_trainer(
         config, data, run, device, adapter=adapter, autocast_dtype=autocast_dtype, hooks=hooks, progress=progress
     )

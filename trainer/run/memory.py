@@ -53,34 +53,43 @@ def hf_architecture(directory: Path, num_parameters: int | None) -> Architecture
     return Architecture(vocab, layers, d, heads, ff, positions, parameters)
 
 
-def training_bytes(config: TrainingConfig, arch: Architecture, world_size: int) -> dict[str, int]:
-    """The floor of one rank's memory for a training step, by part (Python ints: no overflow)."""
+def training_bytes(config: TrainingConfig, arch: Architecture, world_size: int, lora: bool = False) -> dict[str, int]:
+    """The floor of one rank's memory for a training step, by part (Python ints: no overflow).
+    ``lora``: the weights are frozen, adapters train."""
     seq = min(config.max_seq_len, arch.max_positions)
     micro_batch = max(1, config.batch_size // (world_size * config.grad_accum_steps))
     tokens = micro_batch * seq
     # Kept for backward, per token and layer: the block's inputs and its projections (about
     # 6 x d_model), the MLP's hidden layer (2 x d_ff) and one row of attention weights per head.
     per_token_layer = 6 * arch.d_model + 2 * arch.d_ff + arch.n_heads * seq
+    if config.gradient_checkpointing:  # each block keeps its input; one block's rest at a time
+        per_token_layer = arch.d_model + per_token_layer // arch.n_layers
+    # LoRA trains adapters only: the frozen weights need no gradients and no optimizer moments.
+    per_parameter = FLOAT_BYTES if lora else BYTES_PER_PARAMETER
     return {
-        "weights, gradients and optimizer state": arch.num_parameters * BYTES_PER_PARAMETER,
+        "weights, gradients and optimizer state": arch.num_parameters * per_parameter,
         "activations": tokens * arch.n_layers * per_token_layer * FLOAT_BYTES,
         "logits": 2 * tokens * arch.vocab_size * FLOAT_BYTES,  # the logits and their gradient
     }
 
 
-def check_fits(config: TrainingConfig, arch: Architecture, world_size: int, available: int | None) -> None:
+def check_fits(
+    config: TrainingConfig, arch: Architecture, world_size: int, available: int | None, lora: bool = False
+) -> None:
     """Refuse (exit 2) a run whose memory floor exceeds ``available`` bytes, naming the part
     that does not fit and the settings that size it."""
     if available is None:
         return
-    parts = training_bytes(config, arch, world_size)
+    parts = training_bytes(config, arch, world_size, lora)
     needed = sum(parts.values())
     if needed <= available:
         return
     largest = max(parts, key=parts.get)
     sized_by = {
-        "weights, gradients and optimizer state": "n_layers, d_model, d_ff, max_seq_len (or a smaller model)",
-        "activations": "batch_size (or more grad_accum_steps), max_seq_len, n_layers",
+        "weights, gradients and optimizer state": "n_layers, d_model, d_ff, max_seq_len (or a smaller model)"
+        if config.model_name is None
+        else "the model's size: a smaller model, or LoRA (finetune=lora) whose frozen weights need no optimizer state",
+        "activations": "batch_size (or more grad_accum_steps), max_seq_len, n_layers, or turn on gradient_checkpointing",
         "logits": "batch_size (or more grad_accum_steps), max_seq_len",
     }[largest]
     raise ConfigError(

@@ -47,6 +47,8 @@ def model_metadata(trainer, source: ModelSource | None) -> dict[str, Any]:
         "architecture_type": trainer.adapter.architecture_type,
         "origin": lineage.get("origin"),
         **described,
+        # The ones the optimizer updates: all of them, or a LoRA run's adapters.
+        "trainable_parameters": sum(p.numel() for p in trainer.adapter.trainable_parameters()),
     }
     if lineage.get("fine_tuned_from") is not None:
         meta["model_id"] = lineage.get("model_id")
@@ -140,6 +142,9 @@ def log_start(run, meta: dict[str, Any], resume, continuing: bool) -> None:
 
 def _describe_model(model: dict[str, Any]) -> str:
     params = f"{model['num_parameters']:,} parameters"
+    if model.get("lora"):
+        lora = model["lora"]
+        params += f" ({model['trainable_parameters']:,} of them trainable: LoRA r={lora['r']} alpha={lora['alpha']:g})"
     if model["architecture_type"] == "custom-transformer" and model["model_name"] is None:
         return (
             f"custom-transformer, {model['n_layers']} layers, d_model {model['d_model']}, {model['n_heads']} heads, "

@@ -21,6 +21,8 @@ from trainer.config.schema import TrainingConfig
 from trainer.data.prepare import check_data_source
 from trainer.data.windows import check_window_fits, split_sizes
 from trainer.errors import ConfigError, ConfigValueError, UsageError
+from trainer.extras import import_extra
+from trainer.models.lora import check_targets, is_adapter_dir, weights_directory
 from trainer.models.source import check_tokenizer_setting, registry_of, select_model
 from trainer.run.loggers import check_loggers
 from trainer.run.memory import Architecture, check_fits, custom_architecture, device_memory, hf_architecture
@@ -51,9 +53,16 @@ def plan_run(layers: list[ConfigLayer]) -> tuple[TrainingConfig, ResumePlan | No
     model_dir = plan.checkpoint if plan else select_model(config).directory
     check_tokenizer_setting(config)
     check_loggers(config.loggers)  # a tracker whose package is missing: exit 2 naming the extra
+    lora = config.lora_r is not None or (model_dir is not None and is_adapter_dir(model_dir))
+    if lora:
+        import_extra("peft", "lora", "LoRA", key="lora_r")
+        model_dir = weights_directory(registry_of(config), model_dir)  # an adapter's size is its base's
+        if config.lora_r is not None and plan is None:
+            check_targets(model_dir, config.lora_target_modules)
     check_batch_split(config, current().world_size)
     check_data(config)
-    check_fits(config, _architecture(config, model_dir), current().world_size, device_memory(config.device))
+    arch = _architecture(config, model_dir)
+    check_fits(config, arch, current().world_size, device_memory(config.device), lora)
     return config, plan
 
 

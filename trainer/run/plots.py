@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import MissingExtraError
-from trainer.run.extras import import_extra
+from trainer.extras import import_extra
 from trainer.run.history import RunHistory, load_history
 from trainer.training.hooks import Hook
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from trainer.errors import first_line
-from trainer.run.extras import import_extra
+from trainer.extras import import_extra
 from trainer.training.hooks import Hook
 
 if TYPE_CHECKING:
