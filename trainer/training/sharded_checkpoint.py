@@ -10,7 +10,7 @@ rank 0 removes the partial directory, so no loadable checkpoint is ever half wri
 
 No rank gathers the whole model at a save: that would put a full copy on rank 0, the memory
 FSDP exists to save. Whole weights are gathered offline from the shards when someone needs
-them (register-model, generate, a resume into one process or DDP: trainer/models/consolidate.py).
+them (register-model, export-model, generate, a resume into one process or DDP: trainer/models/loading.py).
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import torch
 
 from trainer.checkpoint.layout import MODEL_SHARDS, OPTIMIZER_SHARDS, SHARDED_FORMAT_VERSION, is_sharded
 from trainer.checkpoint.tensors import save_tensors
-from trainer.checkpoint.write import begin_checkpoint, finish_checkpoint, removed_on_failure
+from trainer.checkpoint.write import begin_checkpoint, finish_checkpoint, removed_on_failure, write_checkpoint
 from trainer.errors import NonFiniteStateError
+from trainer.models.lora import LoraAdapter
 from trainer.training import distributed
 from trainer.training.finite import first_non_finite, optimizer_tensors
 from trainer.training.optimizer_state import by_name, by_number, parameter_names
 from trainer.training.rng_state import capture_rng_state, rng_file_contents
-from trainer.training.state_files import RNG_FILE, blamed_on, check_state_shapes, load_optimizer_state
+from trainer.training.state_files import OPTIMIZER_FILE, RNG_FILE, blamed_on, check_state_shapes, load_optimizer_state
 
 if TYPE_CHECKING:
     from trainer.training.loop import Trainer
@@ -42,6 +43,8 @@ def save_sharded_checkpoint(trainer: Trainer) -> Path:
     from trainer.checkpoint.shards import save_shards
 
     check_shards_finite(trainer)  # every rank its own shards, before any file of this step exists
+    if isinstance(trainer.adapter, LoraAdapter):
+        return _save_gathered_adapter(trainer)
     step, main = trainer.step, distributed.current().is_main
     partial = distributed.on_main(lambda: begin_checkpoint(trainer.run.run_dir / "checkpoints", step))
     with removed_on_failure(partial, step) if main else contextlib.nullcontext():
@@ -66,6 +69,34 @@ def _finish(trainer: Trainer, partial: Path, rng_states: list[dict[str, Any]]) -
     path = finish_checkpoint(partial, trainer.step, writers, state, SHARDED_FORMAT_VERSION)
     trainer.after_checkpoint(path)
     return path
+
+
+def _save_gathered_adapter(trainer: Trainer) -> Path:
+    """A LoRA run under FSDP saves what a LoRA run saves anywhere: peft's adapter files and a
+    whole optimizer.pt, never the frozen base. Its trainable weights are a few MB, so rank 0
+    gathers them (and their optimizer state) whole instead of writing shards, and the
+    checkpoint resumes, registers and exports like any LoRA run's."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    gathered = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    weights = get_model_state_dict(
+        trainer.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    )
+    named = get_optimizer_state_dict(trainer.model, trainer.optimizer, options=gathered)
+    rng_states = distributed.gather_to_main(capture_rng_state())
+
+    def write() -> Path:
+        optimizer = by_number(named, parameter_names(trainer.optimizer, trainer.model), trainer.optimizer)
+        writers = [
+            lambda d: trainer.adapter.save(d, trainer.run.lineage, weights),
+            lambda d: save_tensors(optimizer, d / OPTIMIZER_FILE),
+            lambda d: save_tensors(rng_file_contents(rng_states), d / RNG_FILE),
+        ]
+        path = write_checkpoint(trainer.run.run_dir / "checkpoints", trainer.step, writers, trainer.trainer_state())
+        trainer.after_checkpoint(path)
+        return path
+
+    return distributed.on_main(write)
 
 
 def check_shards_finite(trainer: Trainer) -> None:
@@ -132,7 +163,6 @@ def _load_whole_optimizer_into_shards(trainer: Trainer, path: Path) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     from trainer.checkpoint.tensors import load_tensors
-    from trainer.training.state_files import OPTIMIZER_FILE
 
     with blamed_on(path, OPTIMIZER_FILE):
         names = parameter_names(trainer.optimizer, trainer.model)
