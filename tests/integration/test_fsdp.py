@@ -71,7 +71,7 @@ def test_sharded_resume_two_to_two_is_bit_identical_and_one_to_two_close(tmp_pat
     # 1 -> 2: a one-process checkpoint (optimizer.pt) spread over the shards, and back.
     _ok(run_main("--config", str(tiny), "--max-steps", "5", cwd=tmp_path))
     single = _new_run(tmp_path, [whole, branch])
-    up = _ok(torchrun("--resume", str(single), *FSDP, cwd=tmp_path))
+    up = _ok(torchrun("--resume", str(single), *FSDP, "--max-steps", "10", cwd=tmp_path))
     assert "this resume cannot be bit-exact (saved by 1 process, resumed on FSDP on 2 ranks)" in up.stderr
     assert close(step_losses(single), step_losses(whole), 1e-5)
 
@@ -80,7 +80,7 @@ def test_sharded_resume_two_to_two_is_bit_identical_and_one_to_two_close(tmp_pat
 def test_ddp_checkpoint_into_fsdp_and_fsdp_into_ddp(tmp_path, tiny):
     _ok(torchrun("--config", str(tiny), "strategy=ddp", "--max-steps", "5", cwd=tmp_path))
     (ddp,) = run_dirs(tmp_path)
-    _ok(torchrun("--resume", str(ddp), *FSDP, cwd=tmp_path))
+    _ok(torchrun("--resume", str(ddp), *FSDP, "--max-steps", "10", cwd=tmp_path))
     assert is_sharded(ddp / "checkpoints" / "step-00000010")
     _ok(torchrun("--config", str(tiny), cwd=tmp_path))  # the reference: DDP, never resumed
     reference = _new_run(tmp_path, [ddp])
@@ -171,7 +171,17 @@ def _check_exports(tmp_path, checkpoint, registry, one):
     out = tmp_path / "exported"
     _ok(run_main("export-model", str(checkpoint), str(out), "--registry-dir", str(registry.root), cwd=tmp_path))
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
-    _ok(run_main("register-model", str(checkpoint), "fsdp-tuned", "--registry-dir", str(registry.root), cwd=tmp_path))
+    _ok(
+        run_main(
+            "register-model",
+            str(checkpoint),
+            "--name",
+            "fsdp-tuned",
+            "--registry-dir",
+            str(registry.root),
+            cwd=tmp_path,
+        )
+    )
     registered = registry.root / "fsdp-tuned"
     assert (registered / "model.safetensors").is_file() and not (registered / MODEL_SHARDS).exists()
     ids = torch.tensor([[5, 17, 42, 99, 7]])
