@@ -87,7 +87,7 @@ def run_metadata(trainer, *, seed_source, precision, hooks, source, fine_tune) -
         "strategy": trainer.strategy,  # single, ddp or fsdp: how the ranks share the work
         # Which process writes the run: `runs list` tells a running run from a killed one by it.
         "process": {"host": socket.gethostname(), "pid": os.getpid()},
-        "precision": {"setting": config.precision, "matmul": precision.matmul, "note": precision.note},
+        "precision": _precision(config, precision, trainer.strategy),
         "versions": {"lmrunner": lmrunner_version(), "torch": torch.__version__, "python": platform.python_version()},
     }
 
@@ -181,3 +181,12 @@ def lmrunner_version() -> str | None:
         return package_metadata.version("lmrunner")
     except package_metadata.PackageNotFoundError:  # run from a checkout that was never installed
         return None
+
+
+def _precision(config, precision, strategy: str) -> dict[str, Any]:
+    """What the run computes in. Under FSDP, bf16 is FSDP's mixed precision, not autocast."""
+    described = {"setting": config.precision, "matmul": precision.matmul, "note": precision.note}
+    if strategy == "fsdp" and precision.autocast_dtype is not None:
+        described["matmul"] = "bf16 through FSDP's MixedPrecisionPolicy"
+        described["note"] = "bf16 compute, fp32 shards and gradient reduction: not bit-comparable with fp32 runs"
+    return described
