@@ -63,9 +63,3 @@ def shard_model(
         fully_shard(block, **options)
     fully_shard(model, **options)
     return len(blocks)
-
-
-def is_sharded_model(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
