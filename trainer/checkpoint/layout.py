@@ -6,16 +6,32 @@ with ``weights_only=True``), ``trainer_state.json`` and, written last, ``manifes
 with the sha256 of every other file. It is assembled in a hidden sibling directory, fsynced
 and renamed into place, so a directory named step-* is complete or absent, and one whose
 manifest does not verify is never loaded.
+
+An FSDP run's checkpoint holds, instead of the weights and ``optimizer.pt``, the directories
+``model_shards/`` and ``optimizer_shards/`` (torch.distributed.checkpoint: one file per rank
+and an index; see shards.py), with the model's configuration and tokenizer beside them, and
+``trainer_state.json`` records ``sharded``: by how many ranks.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # a checkpoint of whole files
+# A sharded checkpoint: versions of lmrunner before it cannot read one, and say "upgrade".
+SHARDED_FORMAT_VERSION = 2
+NEWEST_FORMAT_VERSION = SHARDED_FORMAT_VERSION
 MANIFEST = "manifest.json"
 TRAINER_STATE = "trainer_state.json"
 STEP_DIR_PATTERN = re.compile(r"^step-(\d{8})$")
+MODEL_SHARDS = "model_shards"
+OPTIMIZER_SHARDS = "optimizer_shards"
+
+
+def is_sharded(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` holds its model as shards (an FSDP run's) rather than whole files."""
+    return (checkpoint / MODEL_SHARDS).is_dir()
 
 
 def step_dir_name(step: int) -> str:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from trainer.checkpoint.layout import FORMAT_VERSION, MANIFEST, STEP_DIR_PATTERN, TRAINER_STATE
+from trainer.checkpoint.layout import MANIFEST, NEWEST_FORMAT_VERSION, STEP_DIR_PATTERN, TRAINER_STATE
 from trainer.errors import CheckpointError
 from trainer.files import sha256_of
 
@@ -37,9 +37,9 @@ def verify_checkpoint(path: Path, hash_files: bool = True) -> dict[str, Any]:
         version = int(manifest["format_version"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise CheckpointError("corrupt checkpoint: manifest.json is unreadable", str(path)) from err
-    if version > FORMAT_VERSION:
+    if version > NEWEST_FORMAT_VERSION:
         raise CheckpointError(
-            f"checkpoint format {version} is newer than this lmrunner understands ({FORMAT_VERSION})",
+            f"checkpoint format {version} is newer than this lmrunner understands ({NEWEST_FORMAT_VERSION})",
             str(path),
             hint="upgrade lmrunner",
         )

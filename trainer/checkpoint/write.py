@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,7 +11,6 @@ from pathlib import Path
 
 from trainer.checkpoint.find import remove_stale_leftovers, step_of
 from trainer.checkpoint.layout import (
-    FORMAT_VERSION,
     MANIFEST,
     TRAINER_STATE,
     hidden_dir_name,
@@ -32,38 +32,65 @@ def write_checkpoint(checkpoints_dir: Path, step: int, writers: list[FileWriter]
     touched), and a failure of the disk (full, quota, permissions) becomes a DiskWriteError
     naming its cause and the directory.
     """
+    partial = begin_checkpoint(checkpoints_dir, step)
+    return finish_checkpoint(partial, step, writers, trainer_state)
+
+
+def begin_checkpoint(checkpoints_dir: Path, step: int) -> Path:
+    """The empty hidden directory ``step`` is assembled in (a killed writer's leftovers removed
+    first). Writers that are not this process (the other ranks of an FSDP run) fill it too,
+    inside ``removed_on_failure``; ``finish_checkpoint`` completes it."""
     final = checkpoints_dir / step_dir_name(step)
     _refuse_damaged_in_the_way(final)
     partial = checkpoints_dir / partial_dir_name(step, os.getpid())
-    try:
+    with removed_on_failure(partial, step):
         checkpoints_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_leftovers(checkpoints_dir)  # a killed writer's gigabytes, before adding ours
         shutil.rmtree(partial, ignore_errors=True)
-        _assemble(partial, step, writers, trainer_state)
+        partial.mkdir()
+    return partial
+
+
+def finish_checkpoint(
+    partial: Path, step: int, writers: list[FileWriter], trainer_state: dict, format_version: int = 1
+) -> Path:
+    """Run ``writers`` in ``partial``, then trainer_state.json and the manifest (last), fsync,
+    and rename it to its step directory, which is returned."""
+    final = partial.parent / step_dir_name(step)
+    with removed_on_failure(partial, step):
+        _assemble(partial, step, writers, trainer_state, format_version)
         _publish(partial, final)
-    except BaseException as err:  # a second Ctrl-C too: never leave a partial directory behind
+    return final
+
+
+@contextlib.contextmanager
+def removed_on_failure(partial: Path, step: int):
+    """Whatever fails inside (a second Ctrl-C too) removes ``partial``, never anything else; a
+    failure of the disk becomes a DiskWriteError naming its cause and the directory."""
+    try:
+        yield
+    except BaseException as err:
         cause = os_error_cause(err)  # read first: cleaning up may fail as well, and must not hide it
         shutil.rmtree(partial, ignore_errors=True)
         if cause is None or not isinstance(err, Exception):  # not the disk, or Ctrl-C: as it was
             raise
+        checkpoints_dir = partial.parent
         raise DiskWriteError(
-            f"writing checkpoint {final.name}",
+            f"writing checkpoint {step_dir_name(step)}",
             str(checkpoints_dir),
             cause,
             hint="the partial checkpoint was removed and earlier ones are intact; free space there, then "
             f"continue with: python main.py --resume {checkpoints_dir.parent}",
         ) from err
-    return final
 
 
-def _assemble(partial: Path, step: int, writers: list[FileWriter], trainer_state: dict) -> None:
-    partial.mkdir()
+def _assemble(partial: Path, step: int, writers: list[FileWriter], trainer_state: dict, format_version: int) -> None:
     for write in writers:
         write(partial)
-    state = {"format_version": FORMAT_VERSION, "step": step, **trainer_state}
+    state = {"format_version": format_version, "step": step, **trainer_state}
     (partial / TRAINER_STATE).write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
     described = describe_files(partial)
-    manifest = {"format_version": FORMAT_VERSION, "step": step, "files": described}
+    manifest = {"format_version": format_version, "step": step, "files": described}
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     for name in [*sorted(described), MANIFEST]:
         fsync_file(partial / name)

@@ -24,6 +24,8 @@ LONG_EXAMPLES = ("truncate", "drop")
 # What data_columns may rename: the columns each data format reads.
 DATA_COLUMNS = ("text", "prompt", "completion", "messages", "instruction", "input", "output")
 PRECISIONS = ("fp32", "bf16")
+# How the ranks of a torchrun share the work: auto is ddp; fsdp shards the model over them.
+STRATEGIES = ("auto", "ddp", "fsdp")
 # Trackers a run can report to besides events.jsonl (trainer/run/loggers/).
 LOGGERS = ("tensorboard", "mlflow", "wandb", "csv")
 # What a sweep's job returns to an optimizing sweeper (Optuna): a field of its summary line.
@@ -52,11 +54,26 @@ RESUMABLE_KEYS = frozenset(
         "gradient_checkpointing",  # how much memory the same arithmetic takes
         "loggers",
         "sweep_metric",
+        # How the ranks share the work: the same numbers to float rounding, as on any number
+        # of ranks (a resume says when it cannot be bit-exact).
+        "strategy",
+        "fsdp_reshard_after_forward",
+        "fsdp_cpu_offload",
     }
 )
 # Keys that say how a run is found or watched, not what it computes: left out of config_hash,
-# so continuing a run, or adding a tracker to it, keeps its hash.
-_NOT_HASHED = ("resume", "branch", "loggers", "sweep_metric")
+# so continuing a run, or adding a tracker to it, keeps its hash. The strategy keys say how
+# the ranks share the work, which (like their number, not in the config at all) leaves the
+# numbers as they are, to float rounding.
+_NOT_HASHED = (
+    "resume",
+    "branch",
+    "loggers",
+    "sweep_metric",
+    "strategy",
+    "fsdp_reshard_after_forward",
+    "fsdp_cpu_offload",
+)
 
 
 @dataclass
@@ -112,6 +129,11 @@ class TrainingConfig:
     device: str = "auto"
     precision: str = "fp32"
     fast_matmul: bool = True
+    # Under torchrun: ddp (auto) keeps a whole copy of the model on every rank; fsdp shards
+    # weights, gradients and optimizer state over the ranks (FSDP2's fully_shard).
+    strategy: str = "auto"
+    fsdp_reshard_after_forward: bool = True  # free each block's gathered weights after its forward
+    fsdp_cpu_offload: bool = False  # keep the shards and the optimizer step on the CPU (a GPU run)
 
     # --- model selection ---
     model_name: str | None = None
@@ -184,6 +206,8 @@ class TrainingConfig:
         _require(self, "lr_schedule", self.lr_schedule in LR_SCHEDULES, f"must be one of {', '.join(LR_SCHEDULES)}")
         _require(self, "precision", self.precision in PRECISIONS, f"must be one of {', '.join(PRECISIONS)}")
         _require(self, "device", bool(_DEVICE_PATTERN.match(self.device)), "must be auto, cpu, mps, cuda or cuda:N")
+        _require(self, "strategy", self.strategy in STRATEGIES, f"must be one of {', '.join(STRATEGIES)}")
+        self._validate_fsdp_switches()
         _require(self, "data_format", self.data_format in DATA_FORMATS, f"must be one of {', '.join(DATA_FORMATS)}")
         _require(
             self, "long_examples", self.long_examples in LONG_EXAMPLES, f"must be one of {', '.join(LONG_EXAMPLES)}"
@@ -216,6 +240,14 @@ class TrainingConfig:
                 "grad_accum_steps",
                 self.grad_accum_steps,
             )
+
+    def _validate_fsdp_switches(self) -> None:
+        """FSDP's switches away from their defaults under another strategy would do nothing."""
+        if self.strategy == "fsdp":
+            return
+        for key, default in (("fsdp_cpu_offload", False), ("fsdp_reshard_after_forward", True)):
+            if getattr(self, key) != default:
+                raise ConfigValueError(key, getattr(self, key), "needs strategy=fsdp", "strategy", self.strategy)
 
     def _validate_loggers(self) -> None:
         for name in self.loggers:

@@ -69,8 +69,9 @@ class ModelAdapter(Protocol):
     def enable_gradient_checkpointing(self) -> None:
         """Recompute activations in backward instead of keeping them (less memory, more compute)."""
 
-    def save(self, directory: Path, lineage: dict[str, Any]) -> None:
-        """Weights, tokenizer and architecture into ``directory``, loadable by ``load_adapter``."""
+    def save(self, directory: Path, lineage: dict[str, Any], weights: bool = True) -> None:
+        """Weights, tokenizer and architecture into ``directory``, loadable by ``load_adapter``;
+        without the weights for an FSDP checkpoint, which holds them as shards."""
 
     def describe(self) -> dict[str, Any]:
         """The architecture, for run metadata."""

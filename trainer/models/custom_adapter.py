@@ -33,12 +33,16 @@ class CustomTransformerAdapter:
         return cls(Transformer(shape), tokenizer, from_config=True)
 
     @classmethod
-    def load(cls, directory: Path, dropout: float) -> CustomTransformerAdapter:
-        """A saved model with its own vocabulary and shape; dropout is a training setting."""
+    def load(cls, directory: Path, dropout: float, weights: dict | None = None) -> CustomTransformerAdapter:
+        """A saved model with its own vocabulary and shape; dropout is a training setting.
+        ``weights``: its state dict, where the directory holds shards instead of the file."""
         tokenizer = load_tokenizer(directory)
         shape = dataclasses.replace(_saved_shape(directory, tokenizer.vocab_size), dropout=dropout)
         adapter = cls(Transformer(shape), tokenizer, from_config=False)
-        load_model(adapter.model, str(directory / WEIGHTS_FILE))
+        if weights is not None:
+            adapter.model.load_state_dict(weights)
+        else:
+            load_model(adapter.model, str(directory / WEIGHTS_FILE))
         return adapter
 
     # A character vocabulary has no end-of-text token: generation runs to its full length.
@@ -65,8 +69,9 @@ class CustomTransformerAdapter:
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def save(self, directory, lineage):
-        save_model(self.model, str(directory / WEIGHTS_FILE))
+    def save(self, directory, lineage, weights=True):
+        if weights:  # an FSDP checkpoint keeps them as shards beside these files
+            save_model(self.model, str(directory / WEIGHTS_FILE))
         self.tokenizer.save_pretrained(directory)
         shape = dataclasses.asdict(self.model.shape)
         (directory / CUSTOM_CONFIG_FILE).write_text(

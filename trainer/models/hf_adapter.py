@@ -42,7 +42,9 @@ class HFCausalLMAdapter:
         self.max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 1024)
 
     @classmethod
-    def load(cls, directory: Path, architecture_type: str, tokenizer: HFTokenizer | None = None) -> HFCausalLMAdapter:
+    def load(
+        cls, directory: Path, architecture_type: str, tokenizer: HFTokenizer | None = None, weights: dict | None = None
+    ) -> HFCausalLMAdapter:
         from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
@@ -50,7 +52,10 @@ class HFCausalLMAdapter:
         # fp32 master weights whatever the saved dtype (Qwen ships bf16): the optimizer needs
         # them, bf16 runs autocast, and a checkpoint reloads bit for bit.
         refuse_custom_code(directory)  # before transformers could offer to run it
-        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, trust_remote_code=False)
+        if weights is None:
+            model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch.float32, trust_remote_code=False)
+        else:
+            model = _from_config(directory, weights)
         return cls(model, tokenizer or load_tokenizer(directory), architecture_type)
 
     @property
@@ -132,8 +137,13 @@ class HFCausalLMAdapter:
     def trainable_parameters(self):
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def save(self, directory, lineage):
-        self.model.save_pretrained(str(directory))  # safetensors, config.json, generation_config.json
+    def save(self, directory, lineage, weights=True):
+        if weights:
+            self.model.save_pretrained(str(directory))  # safetensors, config.json, generation_config.json
+        else:  # an FSDP checkpoint keeps them as shards beside these files
+            self.model.config.save_pretrained(str(directory))
+            if getattr(self.model, "generation_config", None) is not None:
+                self.model.generation_config.save_pretrained(str(directory))
         self.tokenizer.save_pretrained(directory)
         write_model_card(directory, lineage)
 
@@ -163,3 +173,16 @@ class HFCausalLMAdapter:
             "dropout": getattr(c, "attention_dropout", getattr(c, "attn_pdrop", None)),
         }
         return settings_overridden(config, own)
+
+
+def _from_config(directory: Path, weights: dict) -> nn.Module:
+    """The model of ``directory``'s config.json with ``weights`` (an FSDP checkpoint's, gathered
+    from its shards), in fp32 as from_pretrained gives it."""
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    config = AutoConfig.from_pretrained(str(directory), trust_remote_code=False)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(weights)
+    if (directory / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(str(directory))
+    return model

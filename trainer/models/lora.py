@@ -82,18 +82,22 @@ class LoraAdapter:
     def train_module(self, module: nn.Module) -> None:  # DDP wraps the model the base computes with
         self.base.train_module = module
 
-    def save(self, directory: Path, lineage: dict[str, Any]) -> None:
-        """The adapter alone (no base weights), its tokenizer, the base it needs, a model card."""
-        self.save_adapter_files(directory)
+    def save(self, directory: Path, lineage: dict[str, Any], weights: dict[str, Any] | None = None) -> None:
+        """The adapter alone (no base weights), its tokenizer, the base it needs, a model card.
+        ``weights``: the trainable weights gathered whole (an FSDP run's, whose own are shards),
+        keyed as the base model names them."""
+        self.save_adapter_files(directory, weights)
         self.base.tokenizer.save_pretrained(directory)
         (directory / BASE_FILE).write_text(json.dumps(self.base_ref, indent=2, sort_keys=True), encoding="utf-8")
         write_model_card(directory, lineage, relation="adapter", library="peft")
 
-    def save_adapter_files(self, directory: Path) -> None:
+    def save_adapter_files(self, directory: Path, weights: dict[str, Any] | None = None) -> None:
         """peft's adapter_config.json and adapter_model.safetensors. The embedding matrix is never
         saved with them: a LoRA run does not resize the vocabulary, and peft's "auto" would ask
         the Hub for the base's config to find out (offline: a warning, online: a download)."""
-        self.peft_model.save_pretrained(str(directory), save_embedding_layers=False)
+        # peft names the weights from its own wrapper down: base_model (LoraModel), model (the base's).
+        state = None if weights is None else {f"base_model.model.{k}": v for k, v in weights.items()}
+        self.peft_model.save_pretrained(str(directory), save_embedding_layers=False, state_dict=state)
 
     def describe(self) -> dict[str, Any]:
         config = self.peft_model.peft_config["default"]

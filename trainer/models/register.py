@@ -7,15 +7,18 @@ its manifest), picks the files a model needs and hands them to the registry's st
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from registry.hub import commit_staged, count_parameters, staging
 from registry.store import ModelEntry, Registry, validate_name
 from trainer.checkpoint.find import resolve_resume_path
-from trainer.checkpoint.layout import MANIFEST
+from trainer.checkpoint.layout import MANIFEST, TRAINER_STATE, is_sharded
 from trainer.checkpoint.verify import verify_checkpoint
 from trainer.errors import UsageError
 from trainer.models.adapter import CUSTOM_ARCHITECTURE
+from trainer.models.loading import load_adapter
 from trainer.models.lora import BASE_FILE, is_adapter_dir
 
 
@@ -39,8 +42,33 @@ def register_checkpoint(registry: Registry, checkpoint: Path, name: str, force: 
             f"{checkpoint} is a LoRA adapter of '{adapter_base}', which is not in the registry",
             hint="import or register that base model first (under the same name)",
         )
+    if is_sharded(checkpoint):  # an FSDP run's: its shards gathered into an ordinary model folder
+        with tempfile.TemporaryDirectory(prefix="lmrunner-consolidate-") as whole:
+            consolidate(checkpoint, Path(whole), lineage)
+            shutil.copy2(checkpoint / TRAINER_STATE, Path(whole) / TRAINER_STATE)  # kept, as from any checkpoint
+            return _commit(registry, name, sorted(Path(whole).iterdir()), checkpoint, state, adapter_base, force)
     left_out = {MANIFEST, "optimizer.pt", "rng_state.pt"}
     files = [p for p in sorted(checkpoint.iterdir()) if p.is_file() and p.name not in left_out]
+    return _commit(registry, name, files, checkpoint, state, adapter_base, force)
+
+
+def consolidate(checkpoint: Path, directory: Path, lineage: dict) -> None:
+    """An FSDP checkpoint's model, gathered whole from its shards, saved into ``directory`` as
+    any checkpoint holds it (model.safetensors, or the save_pretrained layout) with its tokenizer."""
+    architecture = lineage.get("architecture_type", CUSTOM_ARCHITECTURE)
+    load_adapter(checkpoint, architecture, dropout=0.0).save(directory, lineage)
+
+
+def _commit(
+    registry: Registry,
+    name: str,
+    files: list[Path],
+    checkpoint: Path,
+    state: dict,
+    adapter_base: str | None,
+    force: bool,
+) -> ModelEntry:
+    lineage = state.get("lineage", {})
     with staging(registry, name, files) as staged:
         entry = ModelEntry(
             name=name,

@@ -194,6 +194,10 @@ def within_examples(positions: torch.Tensor) -> torch.Tensor:
 
 
 class Transformer(nn.Module):
+    # The layer that is never split across devices (the Hugging Face attribute): FSDP shards
+    # each Block on its own (trainer/training/fsdp.py).
+    _no_split_modules = ["Block"]
+
     def __init__(self, shape: TransformerShape):
         super().__init__()
         self.shape = shape

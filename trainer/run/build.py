@@ -25,9 +25,11 @@ from trainer.models.loading import load_adapter
 from trainer.models.lora import LoraSettings, apply_lora, base_reference, is_adapter_dir, load_base, load_lora
 from trainer.models.source import ModelSource, registry_of, tokenizer_directory
 from trainer.models.transformer import TransformerShape
+from trainer.training import distributed
 from trainer.training.hooks import Hook
 from trainer.training.loop import RunInfo, Trainer
 from trainer.training.optimizer import create_optimizer
+from trainer.training.parallel import place_model, resolve_strategy, why_not_bit_exact
 
 log = logging.getLogger("lmrunner")
 
@@ -96,7 +98,9 @@ def new_trainer(
     seq_len = min(config.max_seq_len, adapter.max_positions)
     prepared = prepare_data(config, data, adapter.tokenizer, seq_len, progress)
     run.data.update(prepared.info)  # recorded in run_start and every checkpoint
-    adapter.model.to(device)
+    # Placed (and under FSDP sharded) before the optimizer is made: it holds the parameters.
+    strategy = resolve_strategy(config.strategy, distributed.current())
+    autocast_dtype = place_model(adapter, strategy, device, config, autocast_dtype)
     return Trainer(
         adapter,
         create_optimizer(adapter, config, device),
@@ -107,6 +111,7 @@ def new_trainer(
         device=device,
         autocast_dtype=autocast_dtype,
         hooks=hooks or [],
+        strategy=strategy,
     )
 
 
@@ -142,6 +147,9 @@ def restore_trainer(
         config, data, run, device, adapter=adapter, autocast_dtype=autocast_dtype, hooks=hooks, progress=progress
     )
     trainer.load_state_files(path)  # a file that does not fit is a CheckpointError naming it
+    not_exact = why_not_bit_exact(state.get("parallel"), trainer.strategy, trainer.ranks.world_size, config.dropout)
+    if not_exact and trainer.ranks.is_main:
+        log.warning(not_exact)
     trainer.step = state["step"]
     trainer.last_checkpoint_step, trainer.last_checkpoint = state["step"], path
     trainer.last_loss, trainer.last_val_loss = state.get("last_loss"), state.get("last_val_loss")

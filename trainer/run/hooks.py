@@ -16,7 +16,8 @@ def default_hooks(trainer_config, events: EventLog | None, start_step: int, cons
     it learned, one validation loss and one sample.
 
     ``events`` None: a DDP rank other than 0, which keeps only the hooks every rank must run
-    together (evaluation and checkpoints are collective) and reports to no one.
+    together (evaluation and checkpoints are collective; under FSDP sampling as well) and
+    reports to no one.
     """
     hooks: list[Hook] = []
     if console:
@@ -26,7 +27,9 @@ def default_hooks(trainer_config, events: EventLog | None, start_step: int, cons
         hooks.append(LossPlotHook())  # after the event log: it draws from events.jsonl
         hooks += tracker_hooks(trainer_config.loggers)  # after loss.png: MLflow keeps it as an artifact
     hooks.append(EvalHook(trainer_config.eval_cadence))
-    if events is not None:
+    # Under FSDP sampling is collective too: every forward gathers each block's weights from
+    # all ranks, so the others sample along (the same text: the same seed) and discard it.
+    if events is not None or trainer_config.strategy == "fsdp":
         hooks.append(SamplingHook(trainer_config.sampling_cadence))
     hooks.append(CheckpointHook(trainer_config.checkpoint_cadence))
     return hooks

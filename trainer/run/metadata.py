@@ -83,10 +83,11 @@ def run_metadata(trainer, *, seed_source, precision, hooks, source, fine_tune) -
         # truncated and dropped examples, the chat template's sha256, the token cache.
         "data": trainer.run.data,
         "device": str(trainer.device),
-        "world_size": trainer.ranks.world_size,  # DDP ranks; batch_size is the global batch
+        "world_size": trainer.ranks.world_size,  # DDP or FSDP ranks; batch_size is the global batch
+        "strategy": trainer.strategy,  # single, ddp or fsdp: how the ranks share the work
         # Which process writes the run: `runs list` tells a running run from a killed one by it.
         "process": {"host": socket.gethostname(), "pid": os.getpid()},
-        "precision": {"setting": config.precision, "matmul": precision.matmul, "note": precision.note},
+        "precision": _precision(config, precision, trainer.strategy),
         "versions": {"lmrunner": lmrunner_version(), "torch": torch.__version__, "python": platform.python_version()},
     }
 
@@ -132,10 +133,12 @@ def log_start(run, meta: dict[str, Any], resume, continuing: bool) -> None:
     )
     if meta["world_size"] > 1:
         log.info(
-            "DDP: %d ranks, each %d of the global batch of %d",
+            "%s: %d ranks, each %d of the global batch of %d%s",
+            meta["strategy"].upper(),
             meta["world_size"],
             meta["config"]["batch_size"] // meta["world_size"],
             meta["config"]["batch_size"],
+            ", the model sharded over them" if meta["strategy"] == "fsdp" else "",
         )
     log.info("hooks: %s", ", ".join(meta["hooks"]))
 
@@ -178,3 +181,12 @@ def lmrunner_version() -> str | None:
         return package_metadata.version("lmrunner")
     except package_metadata.PackageNotFoundError:  # run from a checkout that was never installed
         return None
+
+
+def _precision(config, precision, strategy: str) -> dict[str, Any]:
+    """What the run computes in. Under FSDP, bf16 is FSDP's mixed precision, not autocast."""
+    described = {"setting": config.precision, "matmul": precision.matmul, "note": precision.note}
+    if strategy == "fsdp" and precision.autocast_dtype is not None:
+        described["matmul"] = "bf16 through FSDP's MixedPrecisionPolicy"
+        described["note"] = "bf16 compute, fp32 shards and gradient reduction: not bit-comparable with fp32 runs"
+    return described

@@ -32,8 +32,10 @@ from trainer.training.finite import first_non_finite, optimizer_tensors
 from trainer.training.hooks import Hook
 from trainer.training.lr_schedule import lr_at, set_lr
 from trainer.training.optimizer import clip_gradients
-from trainer.training.rng_state import capture_rng_state
-from trainer.training.state_files import OPTIMIZER_FILE, RNG_FILE, load_optimizer_state, load_rng_state
+from trainer.training.parallel import DDP, FSDP, SINGLE
+from trainer.training.rng_state import capture_rng_state, rng_file_contents
+from trainer.training.sharded_checkpoint import load_training_state, save_sharded_checkpoint
+from trainer.training.state_files import OPTIMIZER_FILE, RNG_FILE, load_rng_state
 
 # Signals that mean "save and stop": Ctrl-C, and what schedulers send before a kill or requeue.
 _STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
@@ -65,6 +67,7 @@ class Trainer:
         autocast_dtype: torch.dtype | None = None,
         hooks: Iterable[Hook] = (),
         step: int = 0,
+        strategy: str = SINGLE,  # how the ranks share the work; the model is placed for it already
     ):
         if config.seed is None:
             raise ValueError("Trainer needs a resolved seed (run_training draws one)")
@@ -91,8 +94,8 @@ class Trainer:
         self._stop_signal: str | None = None  # a signal this process received
         self._stop_agreed: str | None = None  # the stop every rank agreed on at the last step
         self.ranks = distributed.current()
+        self.strategy = strategy
         if self.ranks.distributed:
-            adapter.train_module = distributed.wrap_ddp(adapter.model, device)
             # Each rank its own dropout stream (a resumed run then restores each rank's own).
             torch.manual_seed(config.seed + self.ranks.rank)
 
@@ -113,7 +116,7 @@ class Trainer:
         micro_batches = self.config.grad_accum_steps
         # The mean over every target of the global batch: each micro-batch's summed loss is
         # divided by that count (known before the first backward), and multiplied by the
-        # number of ranks, since DDP averages the ranks' gradients.
+        # number of ranks, since DDP and FSDP average the ranks' gradients.
         targets = self._global_targets(batch[1])
         scale = self.ranks.world_size / targets
         total = torch.zeros((), device=self.device)
@@ -149,18 +152,30 @@ class Trainer:
         self.model.eval()
         ranks = self.ranks
         total = torch.zeros(2, dtype=torch.float64, device=self.device)  # summed loss, targets
-        for i, batch in enumerate(self.val_dataloader):
-            if i % ranks.world_size != ranks.rank:
-                continue
+        for batch, counts in self._my_val_batches():
             batch = [t.to(self.device) for t in batch]
             with self._autocast():
                 loss_sum = self.adapter.loss_sum(*batch)
-            total += torch.stack([loss_sum.detach().double(), (batch[1] != IGNORE_INDEX).sum().double()])
+            if counts:
+                total += torch.stack([loss_sum.detach().double(), (batch[1] != IGNORE_INDEX).sum().double()])
         if ranks.distributed:
             torch.distributed.all_reduce(total)
         self.model.train()
         self.last_val_loss = (total[0] / total[1].clamp(min=1)).item()
         return self.last_val_loss
+
+    def _my_val_batches(self) -> Iterator[tuple[tuple[torch.Tensor, ...], bool]]:
+        """This rank's share of the validation batches, each with whether it counts. Under
+        FSDP every forward is collective (each block gathers its weights from all ranks), so
+        every rank runs as many: a rank whose share is one short repeats a batch, uncounted."""
+        ranks = self.ranks
+        mine = [batch for i, batch in enumerate(self.val_dataloader) if i % ranks.world_size == ranks.rank]
+        yield from ((batch, True) for batch in mine)
+        if self.strategy == FSDP:
+            rounds = -(-len(self.val_dataloader) // ranks.world_size)
+            yield from (
+                (mine[0] if mine else next(iter(self.val_dataloader)), False) for _ in range(rounds - len(mine))
+            )
 
     def sample(
         self,
@@ -259,8 +274,10 @@ class Trainer:
         return loss.item()
 
     def _sync_gradients(self, last: bool):
-        """Under DDP, gradients are averaged over ranks only on the last micro-batch."""
-        if last or not self.ranks.distributed:
+        """Under DDP, gradients are averaged over ranks only on the last micro-batch. FSDP
+        reduce-scatters them at every micro-batch: putting that off would keep every rank's
+        whole unsharded gradients until the last, the memory FSDP is there to save."""
+        if last or self.strategy != DDP:
             return contextlib.nullcontext()
         return self.adapter.train_module.no_sync()
 
@@ -299,28 +316,33 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Every rank calls this at the same step; rank 0 writes (the unwrapped model, the
         optimizer state every rank shares, and each rank's RNG state) and tells the others
-        where."""
-        rng_states = distributed.gather_to_main(capture_rng_state())
-        path = distributed.on_main(lambda: self._write_checkpoint(rng_states))
+        where. Under FSDP every rank writes its shards (sharded_checkpoint.py)."""
+        if self.strategy == FSDP:
+            path = save_sharded_checkpoint(self)
+        else:
+            rng_states = distributed.gather_to_main(capture_rng_state())
+            path = distributed.on_main(lambda: self._write_checkpoint(rng_states))
         self.last_checkpoint_step, self.last_checkpoint = self.step, path
         return path
 
     def _write_checkpoint(self, rng_states: list[dict[str, Any]]) -> Path:
         self._check_finite()  # before any file of this step exists: nothing non-finite is ever saved
-        # Rank 0's state at the top level (what a single process restores); all ranks' under
-        # "per_rank", so a run resumed on as many ranks gets each its own dropout stream back.
-        rng = {**rng_states[0], "per_rank": rng_states} if len(rng_states) > 1 else rng_states[0]
+        rng = rng_file_contents(rng_states)
         writers = [
             lambda d: self.adapter.save(d, self.run.lineage),
             lambda d: save_tensors(self.optimizer.state_dict(), d / OPTIMIZER_FILE),
             lambda d: save_tensors(rng, d / RNG_FILE),
         ]
         path = write_checkpoint(self.run.run_dir / "checkpoints", self.step, writers, self.trainer_state())
+        self.after_checkpoint(path)
+        return path
+
+    def after_checkpoint(self, path: Path) -> None:
+        """Rank 0, once a checkpoint is in place: say so, and prune the older ones."""
         self.report("checkpoint", path=str(path))
         deleted = prune_checkpoints(self.run.run_dir / "checkpoints", self.config.keep_last_checkpoints, self.step)
         if deleted:
             self.report("checkpoint_pruned", paths=[str(p) for p in deleted])
-        return path
 
     def _check_finite(self) -> None:
         """The loss of a step can be finite while the update it made is not (an infinite rate)."""
@@ -348,12 +370,15 @@ class Trainer:
             "last_loss": self.last_loss,
             "last_val_loss": self.last_val_loss,
             "elapsed_s": round(self.elapsed_s(), 3),
+            # Who wrote it: a resume by another strategy or number of ranks says it is not bit-exact.
+            "parallel": {"strategy": self.strategy, "world_size": self.ranks.world_size},
         }
 
     def load_state_files(self, path: Path) -> None:
-        """Load optimizer and RNG state from a verified checkpoint directory (the adapter
-        has loaded the weights from it already)."""
-        load_optimizer_state(self.optimizer, path)
+        """Load optimizer and RNG state from a verified checkpoint directory, whole or sharded
+        (the adapter has loaded the weights from it already, except an FSDP run's from shards,
+        which each rank reads here)."""
+        load_training_state(self, path, sharded_run=self.strategy == FSDP)
         load_rng_state(path, self.ranks)
 
     def _autocast(self):

@@ -34,9 +34,17 @@ def clip_gradients(parameters, max_norm: float | None) -> float:
     same norm. Without clipping it costs one pass over the gradients, as clipping does."""
     parameters = [p for p in parameters if p.grad is not None]
     if max_norm is not None:
-        return torch.nn.utils.clip_grad_norm_(parameters, max_norm).item()
-    norms = [torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32) for p in parameters]
+        return _whole(torch.nn.utils.clip_grad_norm_(parameters, max_norm)).item()
+    norms = [_whole(torch.linalg.vector_norm(p.grad.detach(), dtype=torch.float32)) for p in parameters]
     return torch.linalg.vector_norm(torch.stack(norms)).item() if norms else 0.0
+
+
+def _whole(norm: torch.Tensor) -> torch.Tensor:
+    """Under FSDP a gradient is a DTensor holding this rank's shard: its norm is a partial
+    sum that the ranks add up (full_tensor), so every rank sees the global norm."""
+    from torch.distributed.tensor import DTensor
+
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
 
 def create_optimizer(adapter, config: TrainingConfig, device: torch.device) -> torch.optim.AdamW:

@@ -28,3 +28,10 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, list) else cuda)  # a list: older checkpoints
     if "torch_mps" in state and torch.backends.mps.is_available():
         torch.mps.set_rng_state(state["torch_mps"])
+
+
+def rng_file_contents(rng_states: list[dict[str, Any]]) -> dict[str, Any]:
+    """What rng_state.pt holds for the ranks' states (in rank order): rank 0's at the top level
+    (what a single process restores) and, with several ranks, all of them under "per_rank",
+    so a run resumed on as many ranks gets each its own dropout stream back."""
+    return {**rng_states[0], "per_rank": rng_states} if len(rng_states) > 1 else rng_states[0]

@@ -22,13 +22,13 @@ RNG_FILE = "rng_state.pt"
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, path: Path) -> None:
-    with _blamed_on(path, OPTIMIZER_FILE):
+    with blamed_on(path, OPTIMIZER_FILE):
         optimizer.load_state_dict(load_tensors(path / OPTIMIZER_FILE))
-        _check_state_shapes(optimizer)
+        check_state_shapes(optimizer)
 
 
 def load_rng_state(path: Path, ranks: Ranks) -> None:
-    with _blamed_on(path, RNG_FILE):
+    with blamed_on(path, RNG_FILE):
         rng = load_tensors(path / RNG_FILE)
         per_rank = rng.get("per_rank", [rng])
         # On another number of ranks the saved streams cannot be matched one to one: each
@@ -37,7 +37,7 @@ def load_rng_state(path: Path, ranks: Ranks) -> None:
         restore_rng_state(per_rank[ranks.rank] if same_world else per_rank[0])
 
 
-def _check_state_shapes(optimizer: torch.optim.Optimizer) -> None:
+def check_state_shapes(optimizer: torch.optim.Optimizer) -> None:
     """load_state_dict does not compare shapes, and AdamW's fused kernel does not either: a
     moment of the wrong shape would crash the process at the first step."""
     for param, state in optimizer.state.items():
@@ -47,7 +47,7 @@ def _check_state_shapes(optimizer: torch.optim.Optimizer) -> None:
 
 
 @contextlib.contextmanager
-def _blamed_on(path: Path, name: str):
+def blamed_on(path: Path, name: str):
     """What goes wrong while loading ``name`` into the run is that file's fault: one line."""
     try:
         yield
