@@ -1,6 +1,7 @@
-"""Fine-tuning step time and peak memory: lmrunner's Trainer beside transformers.Trainer.
+"""Fine-tuning step time and peak memory: lmrunner's Trainer beside transformers.Trainer,
+full fine-tunes and LoRA.
 
-    python bench/finetune.py [--steps 3] [--warmup 1] [--rounds 1] [--seq-len 256]
+    python bench/finetune.py [--steps 3] [--warmup 1] [--rounds 1] [--seq-len 256] [--only-set full|lora]
 
 Builds a model of Qwen2.5-0.5B's published shape (24 layers, hidden 896, 14 heads with 2 KV
 heads, vocabulary 151,936, tied embeddings) with random weights, saves it once, then runs,
@@ -10,19 +11,28 @@ one after the other in this one invocation, each in a fresh subprocess of this s
      model shifts the labels itself;
   2. lmrunner's Trainer.training_step with precision fp32 (exact default kernels, as
      configure_precision leaves them on CPUs where the fast path is not fp32-accurate);
-  3. the same with precision bf16 (autocast over fp32 master weights).
+  3. the same with precision bf16;
+  3b. transformers.Trainer with bf16=True (autocast), the bf16 figure to beat;
+  4. transformers.Trainer on a peft LoRA model (r=16, alpha 32, dropout 0.05, every linear
+     layer of the blocks: peft's "all-linear"), fp32;
+  5.-8. lmrunner with the same LoRA settings (finetune=lora's), fp32 and bf16, each without
+     and with gradient checkpointing.
 Every contender starts from the same saved weights and sees the same random token windows
-(batch 1 x seq-len), so the first-step losses must agree: fp32 to ~1e-5 relative. Each
-measures its median step time after the warm-up steps and its peak RSS; the table compares
-them with the Trainer against the targets (lmrunner fp32 <= 0.6x the Trainer's step time,
-bf16 <= 0.45x, peak memory <= the Trainer's). A subprocess per contender because a process's
-peak RSS only ever grows: in one process every contender after the first would inherit it.
+(batch 1 x seq-len), so the first-step losses must agree: fp32 to ~1e-5 relative (LoRA's B
+matrices start at zero, so a LoRA model's first loss is its base's). Each measures its median
+step time after the warm-up steps and its peak RSS. A subprocess per contender because a
+process's peak RSS only ever grows: in one process every contender after the first would
+inherit it.
+
+Targets checked at the end (issue 17): lmrunner fp32 <= 0.95x the Trainer's fp32 step time,
+bf16 <= 0.4x and faster than the Trainer with bf16=True, peak memory <= the Trainer's; LoRA peak memory <= 0.45x lmrunner's full fp32 fine-tune, a LoRA
+step <= 0.7x the full fine-tune's at the same precision, lmrunner LoRA fp32 <= Trainer + peft.
 
 Step times swing widely when anything else runs on the same cores, so each contender's line
 also shows its fastest step and the load average as it ended (this benchmark alone keeps it
 near the number of threads); --rounds N runs all of them N times, taking turns, and pools
-the steps. About 2 minutes a round on an otherwise idle 2-core CPU, 5 under load; needs
-about 12 GB of memory.
+the steps. About 4 minutes a round on an otherwise idle 2-core CPU; needs about 12 GB of
+memory.
 """
 
 from __future__ import annotations
@@ -42,8 +52,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from machine import describe_machine, load_average, min_median, verdict  # noqa: E402  bench/ is on the path
+
 from trainer.config.schema import TrainingConfig  # noqa: E402
 from trainer.models.hf_adapter import HFCausalLMAdapter  # noqa: E402
+from trainer.models.lora import LoraSettings, apply_lora  # noqa: E402
 from trainer.training.device import configure_precision  # noqa: E402
 from trainer.training.loop import RunInfo, Trainer  # noqa: E402
 from trainer.training.optimizer import create_optimizer  # noqa: E402
@@ -51,10 +64,21 @@ from trainer.training.optimizer import create_optimizer  # noqa: E402
 CONTENDERS = {
     "trainer": "transformers.Trainer fp32",
     "fp32": "lmrunner fp32",
-    "bf16": "lmrunner bf16 autocast",
+    "bf16": "lmrunner bf16",
+    "trainer-bf16": "transformers.Trainer bf16=True",
+    "trainer-lora": "Trainer + peft LoRA fp32",
+    "lora-fp32": "lmrunner LoRA fp32",
+    "lora-bf16": "lmrunner LoRA bf16",
+    "lora-fp32-gc": "lmrunner LoRA fp32 + GC",
+    "lora-bf16-gc": "lmrunner LoRA bf16 + GC",
 }
-# Step-time ratio to the Trainer that each lmrunner precision must reach.
-TIME_TARGETS = {"fp32": 0.6, "bf16": 0.45}
+SETS = {"full": ["trainer", "trainer-bf16", "fp32", "bf16"], "lora": [n for n in CONTENDERS if "lora" in n]}
+# Step-time ratio to the Trainer's fp32 step that each lmrunner precision must reach (issue 17).
+TIME_TARGETS = {"fp32": 0.95, "bf16": 0.4}
+# finetune=lora's settings, on both sides.
+LORA = LoraSettings(r=16, alpha=32.0, dropout=0.05, target_modules=["all-linear"], modules_to_save=[])
+LORA_MEMORY_TARGET = 0.45  # x lmrunner's full fp32 fine-tune's peak
+LORA_TIME_TARGET = 0.7  # x the full fine-tune's step at the same precision
 RESULT_PREFIX = "RESULT "
 # The same optimisation on both sides, so the losses after step 1 stay comparable too:
 # transformers' defaults (AdamW betas 0.9/0.999, no weight decay, clip 1.0) at a constant rate.
@@ -104,7 +128,9 @@ def peak_rss_gb() -> float:
 # --- the contenders, one per subprocess --------------------------------------------------
 
 
-def run_hf_trainer(model_dir: Path, batches: torch.Tensor, output_dir: Path) -> tuple[list[float], list[float]]:
+def run_hf_trainer(
+    model_dir: Path, batches: torch.Tensor, output_dir: Path, lora: bool, bf16: bool
+) -> tuple[list[float], list[float]]:
     from transformers import AutoModelForCausalLM, TrainerCallback, TrainingArguments
     from transformers import Trainer as HFTrainer
 
@@ -139,6 +165,17 @@ def run_hf_trainer(model_dir: Path, batches: torch.Tensor, output_dir: Path) -> 
                 yield {"input_ids": ids[0], "labels": ids[0]}
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    if lora:
+        import peft
+
+        config = peft.LoraConfig(
+            r=LORA.r,
+            lora_alpha=LORA.alpha,
+            lora_dropout=LORA.dropout,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+        model = peft.get_peft_model(model, config)
     args = TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=1,
@@ -154,6 +191,7 @@ def run_hf_trainer(model_dir: Path, batches: torch.Tensor, output_dir: Path) -> 
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
         seed=0,
+        bf16=bf16,  # autocast over fp32 weights, as lmrunner's precision=bf16
     )
     timer = StepTimer()
     hf_trainer = LossRecordingTrainer(model=model, args=args, train_dataset=Windows(), callbacks=[timer])
@@ -168,7 +206,7 @@ class _NoTokenizer:
 
 
 def run_lmrunner(
-    model_dir: Path, batches: torch.Tensor, precision: str, output_dir: Path
+    model_dir: Path, batches: torch.Tensor, precision: str, output_dir: Path, lora: bool, checkpointing: bool
 ) -> tuple[list[float], list[float]]:
     device = torch.device("cpu")
     config = TrainingConfig(
@@ -188,6 +226,10 @@ def run_lmrunner(
     settings = configure_precision(precision, config.fast_matmul, device)
     # The shipped loader: fp32 master weights whatever the saved dtype.
     adapter = HFCausalLMAdapter.load(model_dir, "qwen", tokenizer=_NoTokenizer())
+    if lora:  # as a run with finetune=lora builds it (trainer/run/build.py)
+        adapter = apply_lora(adapter, LORA, base_ref={"registry_name": "bench"})
+    if checkpointing:
+        adapter.enable_gradient_checkpointing()
     # Trainer.training_step needs neither a corpus nor validation batches; the rest of the
     # Trainer (run directory, hooks) is never reached by it.
     trainer = Trainer(
@@ -212,10 +254,20 @@ def run_one(name: str, model_dir: Path, warmup: int, steps: int, seq_len: int) -
     """Child: one contender; prints one JSON line for the parent."""
     batches = windows(warmup + steps, seq_len, qwen_config().vocab_size)
     with tempfile.TemporaryDirectory() as tmp:
-        if name == "trainer":
-            times, losses = run_hf_trainer(model_dir, batches, Path(tmp))
+        if name.startswith("trainer"):
+            times, losses = run_hf_trainer(
+                model_dir, batches, Path(tmp), lora=name == "trainer-lora", bf16=name == "trainer-bf16"
+            )
         else:
-            times, losses = run_lmrunner(model_dir, batches, name, Path(tmp))
+            precision = "bf16" if "bf16" in name else "fp32"
+            times, losses = run_lmrunner(
+                model_dir,
+                batches,
+                precision,
+                Path(tmp),
+                lora=name.startswith("lora"),
+                checkpointing=name.endswith("-gc"),
+            )
     result = {
         "name": name,
         "step_s": times[warmup:],
@@ -244,16 +296,17 @@ def run_child(name: str, model_dir: Path, args: argparse.Namespace) -> dict:
     return result
 
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3, help="measured optimizer steps per contender and round")
     parser.add_argument("--warmup", type=int, default=1, help="steps before measuring (first-touch of memory)")
     parser.add_argument("--rounds", type=int, default=1, help="times each contender runs, taking turns")
     parser.add_argument("--seq-len", type=int, default=256, help="tokens per window (batch is 1)")
+    parser.add_argument(
+        "--only-set",
+        choices=list(SETS),
+        help="only the full fine-tunes or only the LoRA ones (LoRA's memory and time targets need both)",
+    )
     parser.add_argument("--only", choices=list(CONTENDERS), help=argparse.SUPPRESS)  # the child's mode
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -263,12 +316,10 @@ def main() -> None:
         run_one(args.only, args.model_dir, args.warmup, args.steps, args.seq_len)
         return
 
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"CPU capability {torch.backends.cpu.get_cpu_capability()}"
-    )
-    steps = {name: [] for name in CONTENDERS}
-    peaks = {name: 0.0 for name in CONTENDERS}
+    names = SETS[args.only_set] if args.only_set else list(CONTENDERS)
+    print(describe_machine())
+    steps = {name: [] for name in names}
+    peaks = {name: 0.0 for name in names}
     first_losses = {}
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
@@ -282,37 +333,77 @@ def main() -> None:
             f"{args.rounds} round(s)\n"
         )
         for _ in range(args.rounds):
-            for name, label in CONTENDERS.items():
+            for name in names:
                 r = run_child(name, Path(tmp), args)
                 steps[name] += r["step_s"]
                 peaks[name] = max(peaks[name], r["peak_gb"])
                 first_losses[name] = r["losses"][0]  # the same every round: same weights, same data
                 print(
-                    f"  {label:<26} {r['wall_s']:4.0f} s, load avg {r['load_avg']:4.1f}; "
+                    f"  {CONTENDERS[name]:<26} {r['wall_s']:4.0f} s, load avg {r['load_avg']:4.1f}; "
                     f"steps (s) {' '.join(f'{t:.2f}' for t in r['step_s'])}; "
                     f"losses {' '.join(f'{loss:.6f}' for loss in r['losses'])}"
                 )
+    print_table(names, steps, peaks, first_losses)
+    print("\ntargets:")
+    medians = {name: statistics.median(steps[name]) for name in names}
+    if "trainer" in names:
+        print_full_targets(medians, peaks, first_losses)
+    if "trainer-lora" in names:
+        print_lora_targets(medians, peaks, first_losses, full_ran="fp32" in names)
+    print(load_average())
 
-    base_time, base_peak, base_loss = statistics.median(steps["trainer"]), peaks["trainer"], first_losses["trainer"]
-    print(f"\n{'':<26} {'median step s':>13} {'vs HF':>6} {'fastest s':>9} {'peak GB':>8} {'vs HF':>6}  step-1 loss")
-    for name, label in CONTENDERS.items():
-        step = statistics.median(steps[name])
+
+def print_table(names, steps, peaks, first_losses) -> None:
+    """Every contender against the first one (the Trainer of its set)."""
+    base = names[0]
+    base_time, base_peak, base_loss = statistics.median(steps[base]), peaks[base], first_losses[base]
+    print(
+        f"\n{'':<30} {'median step s':>13} {'vs ' + base:>16} {'fastest s':>9} {'peak GB':>8} {'vs ' + base:>16}"
+        "  step-1 loss"
+    )
+    for name in names:
+        fastest, step = min_median(steps[name])
         rel = abs(first_losses[name] - base_loss) / abs(base_loss)
         print(
-            f"{label:<26} {step:13.2f} {step / base_time:5.2f}x {min(steps[name]):9.2f} {peaks[name]:8.2f} "
-            f"{peaks[name] / base_peak:5.2f}x  {first_losses[name]:.6f} (rel. diff {rel:.1e})"
+            f"{CONTENDERS[name]:<30} {step:13.2f} {step / base_time:15.2f}x {fastest:9.2f} "
+            f"{peaks[name]:8.2f} {peaks[name] / base_peak:15.2f}x  {first_losses[name]:.6f} (rel. diff {rel:.1e})"
         )
 
-    print("\ntargets:")
+
+def print_target(what: str, ratio: float, ok: bool | None, digits: str = ".2f") -> None:
+    """One target line: what is compared, the measured ratio, PASS or MISS (None: a figure only)."""
+    print(f"  {what:<62} {ratio:{digits}}{'x' if digits == '.2f' else ''}  {'' if ok is None else verdict(ok)}")
+
+
+def print_full_targets(medians, peaks, first_losses) -> None:
     for name, target in TIME_TARGETS.items():
-        ratio = statistics.median(steps[name]) / base_time
-        print(
-            f"  {CONTENDERS[name]:<26} step time <= {target:.2f}x Trainer's: {ratio:.2f}x  {verdict(ratio <= target)}"
-        )
-        ratio = peaks[name] / base_peak
-        print(f"  {CONTENDERS[name]:<26} peak memory <= Trainer's:    {ratio:.2f}x  {verdict(ratio <= 1.0)}")
-    rel = abs(first_losses["fp32"] - base_loss) / abs(base_loss)
-    print(f"  lmrunner fp32 step-1 loss = Trainer's (rel. diff <= 1e-5): {rel:.1e}  {verdict(rel <= 1e-5)}")
+        ratio = medians[name] / medians["trainer"]
+        print_target(f"{CONTENDERS[name]} step <= {target:.2f}x Trainer fp32's", ratio, ratio <= target)
+        ratio = peaks[name] / peaks["trainer"]
+        print_target(f"{CONTENDERS[name]} peak memory <= Trainer fp32's", ratio, ratio <= 1.0)
+    ratio = medians["bf16"] / medians["trainer-bf16"]
+    print_target(f"{CONTENDERS['bf16']} step < Trainer bf16=True's", ratio, ratio < 1.0)
+    rel = abs(first_losses["fp32"] - first_losses["trainer"]) / abs(first_losses["trainer"])
+    print_target("lmrunner fp32 step-1 loss = Trainer's (rel. diff <= 1e-5)", rel, rel <= 1e-5, ".1e")
+
+
+def print_lora_targets(medians, peaks, first_losses, full_ran: bool) -> None:
+    for name in [n for n in medians if n.startswith("lora")]:
+        if full_ran:
+            ratio = peaks[name] / peaks["fp32"]
+            print_target(
+                f"{CONTENDERS[name]} peak <= {LORA_MEMORY_TARGET:.2f}x full fp32's", ratio, ratio <= LORA_MEMORY_TARGET
+            )
+            full = "bf16" if "bf16" in name else "fp32"
+            ratio = medians[name] / medians[full]
+            print_target(
+                f"{CONTENDERS[name]} step <= {LORA_TIME_TARGET:.2f}x full {full}'s", ratio, ratio <= LORA_TIME_TARGET
+            )
+        print_target(f"{CONTENDERS[name]} step vs Trainer + peft", medians[name] / medians["trainer-lora"], None)
+    ratio = medians["lora-fp32"] / medians["trainer-lora"]
+    print_target("lmrunner LoRA fp32 step <= Trainer + peft's (same settings)", ratio, ratio <= 1.0)
+    rel = abs(first_losses["lora-fp32"] - first_losses["trainer-lora"]) / abs(first_losses["trainer-lora"])
+    print_target("lmrunner LoRA fp32 step-1 loss = Trainer + peft's (rel. diff <= 1e-5)", rel, rel <= 1e-5, ".1e")
 
 
 if __name__ == "__main__":
