@@ -205,6 +205,22 @@ class _NoTokenizer:
     eos_id = None
 
 
+def step_only_trainer(adapter, config: TrainingConfig, settings, output_dir: Path) -> Trainer:
+    """lmrunner's Trainer for calling training_step alone: that needs neither a corpus nor
+    validation batches, and the rest of the Trainer (run directory, hooks) is never reached."""
+    device = torch.device("cpu")
+    return Trainer(
+        adapter,
+        create_optimizer(adapter, config, device),
+        config,
+        val_dataloader=[],
+        train_dataset=None,
+        run=RunInfo(output_dir, "bench-finetune", "random token ids", ""),
+        device=device,
+        autocast_dtype=settings.autocast_dtype,
+    )
+
+
 def run_lmrunner(
     model_dir: Path, batches: torch.Tensor, precision: str, output_dir: Path, lora: bool, checkpointing: bool
 ) -> tuple[list[float], list[float]]:
@@ -230,18 +246,7 @@ def run_lmrunner(
         adapter = apply_lora(adapter, LORA, base_ref={"registry_name": "bench"})
     if checkpointing:
         adapter.enable_gradient_checkpointing()
-    # Trainer.training_step needs neither a corpus nor validation batches; the rest of the
-    # Trainer (run directory, hooks) is never reached by it.
-    trainer = Trainer(
-        adapter,
-        create_optimizer(adapter, config, device),
-        config,
-        val_dataloader=[],
-        train_dataset=None,
-        run=RunInfo(output_dir, "bench-finetune", "random token ids", ""),
-        device=device,
-        autocast_dtype=settings.autocast_dtype,
-    )
+    trainer = step_only_trainer(adapter, config, settings, output_dir)
     times, losses = [], []
     for ids in batches:
         started = time.perf_counter()

@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from finetune import _NoTokenizer, qwen_config  # noqa: E402  bench/ is on the path
+from finetune import _NoTokenizer, qwen_config, step_only_trainer  # noqa: E402  bench/ is on the path
 from machine import describe_machine  # noqa: E402
 
 from trainer.config.schema import TrainingConfig  # noqa: E402
@@ -31,8 +31,7 @@ from trainer.models.hf_adapter import HFCausalLMAdapter  # noqa: E402
 from trainer.models.source import ModelSource  # noqa: E402
 from trainer.run.build import new_adapter, new_trainer  # noqa: E402
 from trainer.training.device import configure_precision  # noqa: E402
-from trainer.training.loop import RunInfo, Trainer  # noqa: E402
-from trainer.training.optimizer import create_optimizer  # noqa: E402
+from trainer.training.loop import RunInfo  # noqa: E402
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm")
 
@@ -67,16 +66,7 @@ def qwen_trainer(precision: str, tmp: Path, layers: int):
     qwen = qwen_config()
     qwen.num_hidden_layers = layers
     adapter = HFCausalLMAdapter(Qwen2ForCausalLM(qwen), _NoTokenizer(), "qwen")
-    trainer = Trainer(
-        adapter,
-        create_optimizer(adapter, config, device),
-        config,
-        val_dataloader=[],
-        train_dataset=None,
-        run=RunInfo(tmp, "profile", "random ids", ""),
-        device=device,
-        autocast_dtype=settings.autocast_dtype,
-    )
+    trainer = step_only_trainer(adapter, config, settings, tmp)
     generator = torch.Generator().manual_seed(0)
 
     def batch():
