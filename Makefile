@@ -25,3 +25,4 @@ bench:
 	$(PYTHON) bench/registry_cli.py
 	$(PYTHON) bench/generate.py
 	$(PYTHON) bench/runs_cli.py
+	$(PYTHON) bench/startup.py

@@ -121,8 +121,14 @@ class Trainer:
         scale = self.ranks.world_size / targets
         total = torch.zeros((), device=self.device)
         for i, micro in enumerate(zip(*(t.chunk(micro_batches) for t in batch), strict=True)):
-            with self._autocast(), self._sync_gradients(last=i == micro_batches - 1):
-                loss_sum = self.adapter.loss_sum(*micro)
+            with self._sync_gradients(last=i == micro_batches - 1):
+                with self._autocast():
+                    loss_sum = self.adapter.loss_sum(*micro)
+                # Backward outside autocast (as torch's AMP recipe has it): the same kernels,
+                # since backward ops follow their forward's dtypes, but autocast's cache of bf16
+                # weight copies is dropped here, so each copy is freed once its layer's backward
+                # no longer needs it instead of all of them living to the end of the step
+                # (Qwen2.5-0.5B shape: about 0.8 GB less peak memory).
                 (loss_sum * scale).backward()
             total += loss_sum.detach()
         mean_loss = self._agree(total) / targets
