@@ -33,7 +33,7 @@ def test_the_summary_line_keeps_its_fields():
 
 def test_a_job_without_its_metric_is_no_float_and_says_why():
     unevaluated = job_outcome(SimpleNamespace(**{**vars(RESULT), "final_val_loss": None}))
-    with pytest.raises(TypeError, match="final_val_loss=None \\(no evaluation: set eval_cadence"):
+    with pytest.raises(TypeError, match="final_val_loss=None \\(the run reported none\\)"):
         float(unevaluated)
     failed = job_outcome(error=ConfigError("d_model=100 must be divisible by n_heads"))
     with pytest.raises(TypeError, match="job failed: d_model=100"):

@@ -212,7 +212,6 @@ def run_hydra(argv: list[str]) -> int:
         plan = _check_single_run(overrides)  # before Hydra makes a run directory for it
         argv = _add_overrides(argv, overrides, _run_dir_overrides(overrides, plan))
     elif runs_jobs:
-        _check_sweep_objective(overrides)
         sweep_dir = on_main(lambda: _sweep_dir(overrides))
         # The user's hydra.sweep.dir (if any) gives way to its resolved value.
         users = [o for o in overrides if _sets([o], "hydra.sweep.dir")]
@@ -258,37 +257,6 @@ def _users_hydra_dir(overrides: list[str], kind: str) -> Path:
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         cfg = compose("config", overrides=[o for o in overrides if _is_hydra_override(o)], return_hydra_config=True)
     return Path(str(cfg.hydra[kind].dir))
-
-
-def _check_sweep_objective(overrides: list[str]) -> None:
-    """An optimizing sweeper (Optuna) scores each job by its sweep_metric. The final
-    validation loss of runs that never evaluate is missing in every trial, and Optuna would
-    end the sweep with a traceback after running them all: refused here, before any."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(
-            "config", overrides=[o.input_line for o in parsed if not o.is_sweep_override()], return_hydra_config=True
-        )
-    sweeper = cfg.hydra.sweeper
-    if "optuna" not in str(sweeper.get("_target_", "")).lower():
-        return
-    swept |= set(sweeper.get("params") or {})
-    if (
-        cfg.sweep_metric == "final_val_loss"
-        and cfg.eval_cadence is None
-        and not swept & {"eval_cadence", "sweep_metric"}
-    ):
-        choice = next((o for o in overrides if o.startswith("hydra/sweeper=")), "the Optuna sweeper")
-        raise ConfigError(
-            f"{choice} minimises each run's final_val_loss, but eval_cadence is null: no run would have one",
-            key="eval_cadence",
-            source="command line",
-            hint="evaluate (eval_cadence=N, or training=fast), or minimise the training loss: sweep_metric=final_loss",
-        )
 
 
 def _check_single_run(overrides: list[str]) -> ResumePlan | None:

@@ -58,7 +58,7 @@ class JobOutcome:
         if self.status != "completed":
             return f"job {self.status}: {self.error}"
         value = getattr(self, self.sweep_metric)
-        missing = " (no evaluation: set eval_cadence, or sweep_metric=final_loss)" if value is None else ""
+        missing = " (the run reported none)" if value is None else ""
         return f"{self.sweep_metric}={value}{missing}"
 
     def summary(self) -> dict[str, Any]:
