@@ -5,6 +5,8 @@ until the kernel kills the process (or overflow inside torch). The estimate coun
 training cannot do without, in fp32 with AdamW: weights, gradients and two moments (16 bytes
 a parameter), the activations kept for backward, and the logits. It is a floor, not a
 forecast, so a run is refused only when even the floor exceeds the device's whole memory.
+Under FSDP each rank keeps 1/N of the weights, gradients and moments, plus one decoder block
+gathered whole while it runs: the model that only fits sharded is what FSDP is for.
 """
 
 from __future__ import annotations
@@ -66,8 +68,14 @@ def training_bytes(config: TrainingConfig, arch: Architecture, world_size: int, 
         per_token_layer = arch.d_model + per_token_layer // arch.n_layers
     # LoRA trains adapters only: the frozen weights need no gradients and no optimizer moments.
     per_parameter = FLOAT_BYTES if lora else BYTES_PER_PARAMETER
+    state = arch.num_parameters * per_parameter
+    if config.strategy == "fsdp" and world_size > 1:
+        # A rank's shards, and the largest unit gathered whole: one block (a floor: the
+        # prefetch of the next one and the embeddings are left out).
+        block = arch.num_parameters // max(1, arch.n_layers)
+        state = -(-state // world_size) + block * FLOAT_BYTES
     return {
-        "weights, gradients and optimizer state": arch.num_parameters * per_parameter,
+        "weights, gradients and optimizer state": state,
         "activations": tokens * arch.n_layers * per_token_layer * FLOAT_BYTES,
         "logits": 2 * tokens * arch.vocab_size * FLOAT_BYTES,  # the logits and their gradient
     }
@@ -88,7 +96,8 @@ def check_fits(
     sized_by = {
         "weights, gradients and optimizer state": "n_layers, d_model, d_ff, max_seq_len (or a smaller model)"
         if config.model_name is None
-        else "the model's size: a smaller model, or LoRA (finetune=lora) whose frozen weights need no optimizer state",
+        else "the model's size: a smaller model, LoRA (finetune=lora) whose frozen weights need no optimizer "
+        "state, or strategy=fsdp over several ranks, each keeping 1/N of them",
         "activations": "batch_size (or more grad_accum_steps), max_seq_len, n_layers, or turn on gradient_checkpointing",
         "logits": "batch_size (or more grad_accum_steps), max_seq_len",
     }[largest]
