@@ -30,3 +30,13 @@ def test_every_folder_of_conf_and_configs_ships():
 def test_console_script_and_no_top_level_main_module():
     assert PYPROJECT["project"]["scripts"] == {"lmrunner": "trainer.cli.main:main"}
     assert "py-modules" not in SETUPTOOLS
+
+
+def test_the_mlflow_extra_carries_what_its_default_store_needs():
+    # mlflow-skinny's default tracking store is sqlite:///mlflow.db, which it cannot open
+    # without SQLAlchemy and alembic (UnsupportedModelRegistryStoreURIException).
+    names = {
+        req.split(">")[0].split("=")[0].strip().lower()
+        for req in PYPROJECT["project"]["optional-dependencies"]["mlflow"]
+    }
+    assert {"mlflow-skinny", "sqlalchemy", "alembic"} <= names
