@@ -58,6 +58,18 @@ class LmrunnerError(Exception):
         """The one line a user reads: what went wrong; what to do next."""
         return f"{self.message}; {self.hint}" if self.hint else self.message
 
+    def __reduce__(self):
+        # Worker processes (datasets.map with num_proc) send errors back pickled; the default
+        # would call __init__ with the message alone and fail on subclasses' required fields.
+        return _rebuild_error, (type(self), self.message, self.__dict__)
+
+
+def _rebuild_error(cls: type[LmrunnerError], message: str, state: dict) -> LmrunnerError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
 
 class ConfigError(LmrunnerError):
     """A configuration value, key or file is wrong (exit 2).

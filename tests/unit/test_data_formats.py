@@ -241,3 +241,19 @@ def test_the_text_column_of_a_table_trains_the_character_model(tmp_path):
     x, y = data.train[0]
     assert torch.equal(x[1:], y[:-1])
     assert os.path.basename(data.info["token_cache"])
+
+
+def test_bad_rows_found_by_worker_processes_are_the_same_one_line(tmp_path, chat_tokenizer, private_cache, monkeypatch):
+    import pickle
+
+    import trainer.data.prepare as prepare
+
+    error = DataError("a chat turn has the role 'robot'", path="x.jsonl", hint="use user or assistant")
+    copy = pickle.loads(pickle.dumps(error))  # how a worker process sends it back
+    assert (type(copy), copy.line(), copy.path, copy.exit_code) == (DataError, error.line(), "x.jsonl", 3)
+    monkeypatch.setattr(prepare, "PARALLEL_ROWS", 2)  # datasets.map(num_proc=2) for a tiny table
+    rows = chat_rows(8) + [{"messages": [{"role": "robot", "content": "x"}]}]
+    path = write_jsonl(tmp_path / "role.jsonl", rows)
+    with pytest.raises(DataError) as info:
+        prepared(path, chat_tokenizer)
+    assert "a chat turn has the role 'robot'" in info.value.message and info.value.exit_code == 3

@@ -45,6 +45,8 @@ from trainer.errors import ConfigError, DataError
 log = logging.getLogger("lmrunner")
 # A fixed seed for the example split: the validation examples do not move with the run's seed.
 _SPLIT_SEED = 20261125
+# Tables of this many rows or more are encoded by worker processes; fewer are not worth starting them.
+PARALLEL_ROWS = 20_000
 # Progress: (what, done, total), e.g. ("tokenizing", 3, 10) bytes or examples.
 Progress = Callable[[str, int, int], None]
 
@@ -289,7 +291,7 @@ def _encode_chunks(tokenizer, chunks: list[str], writer: TokenWriter, label: str
 def _tokenize_table(table, encoder: Encoder, writer: TokenWriter, masked: bool, progress: Progress | None) -> None:
     """Rows to examples in batches; a large table is encoded by worker processes (datasets.map)."""
     rows = len(table)
-    workers = min(os.cpu_count() or 1, 8) if rows >= 20_000 else 1
+    workers = min(os.cpu_count() or 1, 8) if rows >= PARALLEL_ROWS else 1
     encoded = table.map(
         encoder.encode_rows,
         batched=True,
