@@ -112,7 +112,12 @@ def test_prune_never_counts_later_steps_against_the_one_just_written(tmp_path):
 
 @pytest.mark.parametrize(
     "manifest",
-    ['{"format_version": "x", "files": {}}', '{"format_version": 1, "files": {"model.bin": 3}}', "[]"],
+    [
+        '{"format_version": "x", "files": {}}',
+        '{"format_version": 1, "files": {"model.bin": 3}}',
+        "[]",
+        "[" * 100_000 + "]" * 100_000,  # nested past Python's recursion limit
+    ],
 )
 def test_malformed_manifest_is_a_checkpoint_error(tmp_path, manifest):
     path = write(tmp_path, 5)

@@ -35,7 +35,7 @@ def verify_checkpoint(path: Path, hash_files: bool = True) -> dict[str, Any]:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         listed = {name: (str(f["sha256"]), int(f["bytes"])) for name, f in manifest["files"].items()}
         version = int(manifest["format_version"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:  # Recursion: nested deep
         raise CheckpointError("corrupt checkpoint: manifest.json is unreadable", str(path)) from err
     if version > NEWEST_FORMAT_VERSION:
         raise CheckpointError(
@@ -56,7 +56,7 @@ def verify_checkpoint(path: Path, hash_files: bool = True) -> dict[str, Any]:
     try:
         state = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
         int(state["step"]), dict(state["config"]), str(state["run_id"])
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
         raise CheckpointError(
             f"corrupt checkpoint: {TRAINER_STATE} lacks what resuming needs ({err})", str(path)
         ) from err

@@ -77,7 +77,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     mid-line) is not an event and is passed over; a damaged line before it is an error."""
     *whole, last = path.read_bytes().split(b"\n")  # last: b"" when the file ends with a newline
     events = [_parse_line(path, number, line) for number, line in enumerate(whole, 1) if line.strip()]
-    with contextlib.suppress(ValueError):  # UnicodeDecodeError too: a line cut mid-character
+    with contextlib.suppress(ValueError, RecursionError):  # UnicodeDecodeError too: a line cut mid-character
         if last.strip():
             events.append(json.loads(last))
     return events
@@ -86,7 +86,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 def _parse_line(path: Path, number: int, line: bytes) -> dict[str, Any]:
     try:
         return json.loads(line)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: a line nested too deep
         raise ValueError(
             f"{path}, line {number}: not a JSON event ({err}); only a torn last line is passed over"
         ) from err
@@ -114,7 +114,7 @@ def _repair_torn_tail(fd: int) -> str | None:
     tail = os.pread(fd, size - tail_start, tail_start)
     try:
         json.loads(tail)
-    except ValueError:
+    except (ValueError, RecursionError):
         os.ftruncate(fd, tail_start)
         return f"dropped a torn last line of {size - tail_start} bytes"
     os.write(fd, b"\n")
