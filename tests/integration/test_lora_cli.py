@@ -266,3 +266,42 @@ def test_finetune_lora_through_the_hydra_door(lora_registry, corpus_file, tmp_pa
     assert refused.returncode == 2
     assert "needs a model to adapt" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert run_dirs(tmp_path / "custom") == []
+
+
+def test_generate_and_evaluate_take_an_adapter_as_its_merged_weights(
+    lmrunner, lora_registry, lora_checkpoint, corpus_text, tmp_path
+):
+    """An adapter as SOURCE (its checkpoint, its run directory, its registry name) is the model
+    its merged export is: the same greedy text and the same loss."""
+    from trainer.models.register import register_checkpoint
+
+    if "tiny-lora" not in lora_registry.entries():
+        register_checkpoint(lora_registry, lora_checkpoint, "tiny-lora")
+    merged = tmp_path / "merged"
+    assert export(lmrunner, lora_registry, lora_checkpoint, merged, "--merge")[0] == 0
+    code, _, err = lmrunner(
+        "import-model", merged, "--name", "tiny-merged", "--force", "--registry-dir", lora_registry.root
+    )
+    assert code == 0, err
+    data = tmp_path / "held-out.txt"
+    data.write_text(corpus_text[:2000], encoding="utf-8")
+    registry = ("--registry-dir", lora_registry.root)
+
+    def greedy(source) -> str:
+        code, out, err = lmrunner(
+            "generate", source, *registry, "--prompt", "The ", "--temperature", "0", "--max-new-tokens", "12", "--json"
+        )
+        assert code == 0, err
+        return json.loads(out)["text"]
+
+    def loss(source) -> float:
+        code, out, err = lmrunner("evaluate", source, *registry, "--data", data, "--max-seq-len", "32", "--json")
+        assert code == 0, err
+        return json.loads(out)["loss"]
+
+    run_dir = lora_checkpoint.parent.parent
+    texts = {source: greedy(source) for source in (lora_checkpoint, run_dir, "tiny-lora", "tiny-merged")}
+    assert len(set(texts.values())) == 1, texts
+    assert loss(lora_checkpoint) == pytest.approx(loss("tiny-merged"), rel=1e-4)
+    assert loss("tiny-lora") == pytest.approx(loss("tiny-merged"), rel=1e-4)
+    assert loss("tiny-qwen") != pytest.approx(loss("tiny-merged"), rel=1e-4)  # the adapter changes the model
