@@ -218,6 +218,34 @@ def test_a_hub_dataset_that_is_not_in_the_offline_cache_is_one_line(tmp_path, ch
     assert "HF_HUB_OFFLINE" in info.value.hint
 
 
+def test_a_hub_dataset_in_the_offline_cache_loads_by_its_id(tmp_path, chat_tokenizer, private_cache, monkeypatch):
+    """A machine that downloaded owner/name before: datasets' cache holds it prepared, and
+    HF_HUB_OFFLINE=1 reads it from there by its id."""
+    import datasets
+    import huggingface_hub.constants
+    from datasets.packaged_modules.json.json import Json
+
+    cache = tmp_path / "datasets-cache"
+    # What load_dataset("acme/tiny-chat") leaves behind: the table prepared as Arrow under
+    # <cache>/acme___tiny-chat/<config>/<version>/<hash>/.
+    source = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
+    Json(
+        cache_dir=str(cache), dataset_name="tiny-chat", data_files={"train": [str(source)]}, hash="0" * 16
+    ).download_and_prepare()
+    (cache / "tiny-chat").rename(cache / "acme___tiny-chat")
+    (config_dir,) = (cache / "acme___tiny-chat").iterdir()
+    config_dir.rename(config_dir.parent / "default")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    data = prepared("acme/tiny-chat", chat_tokenizer)
+    assert data.info["format"] == "chat" and data.info["examples"] == 16
+    again = prepared("acme/tiny-chat", chat_tokenizer)
+    assert again.info["token_cache_hit"] and again.info["sha256"] == data.info["sha256"]
+
+
 def test_best_fit_packing_fills_rows():
     lengths = np.array([30, 20, 11, 10, 9, 5, 3])  # positions taken: one fewer each
     rows = pack_rows(lengths, seq_len=32)
