@@ -52,6 +52,7 @@ def plan_resume(resume: str, user_layers: list[ConfigLayer]) -> ResumePlan:
                     hint=f"drop the change to continue the run exactly, or branch from the checkpoint with the "
                     f"change: --resume {checkpoint} --branch NEW_NAME {key}=...",
                 )
+            _check_validation_source(key, saved.get(key), value, layer)
             kept[key] = value
         layers.append(ConfigLayer(layer.source, kept, layer.lines))
     config = compose_config(layers)
@@ -70,6 +71,19 @@ def _typed(key: str, value: Any, layer: ConfigLayer) -> Any:
     """``value`` as the schema's type for ``key`` ("1e-3" from a command line is 0.001), so a
     resume compares numbers with numbers, not text with numbers."""
     return merge_layers([ConfigLayer(layer.source, {key: value}, layer.lines)])[key]
+
+
+def _check_validation_source(key: str, saved: Any, value: Any, layer: ConfigLayer) -> None:
+    """val_data_path may move to another file, but not come or go: without it, validation is
+    cut from the training data, so adding or dropping it would change what training reads."""
+    if key == "val_data_path" and (saved is None) != (value is None):
+        raise ConfigError(
+            f"cannot {'add' if saved is None else 'drop'} val_data_path when resuming: without it the "
+            "validation examples are cut from the training data, so the training examples would change",
+            key=key,
+            source=layer.where(key),
+            hint="keep the run's validation data as it was, or start a new run (or --branch) with it",
+        )
 
 
 def _continuable_run_dir(checkpoint: Path) -> tuple[Path | None, tuple[Damaged, ...]]:
