@@ -24,7 +24,7 @@ step time after the warm-up steps and its peak RSS. A subprocess per contender b
 process's peak RSS only ever grows: in one process every contender after the first would
 inherit it.
 
-Targets checked at the end (issue 17): lmrunner fp32 <= 0.95x the Trainer's fp32 step time,
+Targets checked at the end: lmrunner fp32 <= 0.95x the Trainer's fp32 step time,
 bf16 <= 0.4x and faster than the Trainer with bf16=True, peak memory <= the Trainer's; LoRA peak memory <= 0.45x lmrunner's full fp32 fine-tune, a LoRA
 step <= 0.7x the full fine-tune's at the same precision, lmrunner LoRA fp32 <= Trainer + peft.
 
@@ -73,7 +73,7 @@ CONTENDERS = {
     "lora-bf16-gc": "lmrunner LoRA bf16 + GC",
 }
 SETS = {"full": ["trainer", "trainer-bf16", "fp32", "bf16"], "lora": [n for n in CONTENDERS if "lora" in n]}
-# Step-time ratio to the Trainer's fp32 step that each lmrunner precision must reach (issue 17).
+# Step-time ratio to the Trainer's fp32 step that each lmrunner precision must reach.
 TIME_TARGETS = {"fp32": 0.95, "bf16": 0.4}
 # finetune=lora's settings, on both sides.
 LORA = LoraSettings(r=16, alpha=32.0, dropout=0.05, target_modules=["all-linear"], modules_to_save=[])

@@ -4,7 +4,7 @@
 
 Times fresh processes of `python main.py --help`, `list-models` (a throwaway registry with
 one small model), `runs list` (a throwaway outputs/ with a few finished runs) and
-`generate --help`, each against the target of issue 17 (under 0.3 s), next to
+`generate --help`, each against the target of under 0.3 s, next to
 `python -c "import torch"`. Then starts `python main.py training=fast` and measures the
 seconds from launching it to the timestamp of its first `step` event in events.jsonl (what a
 user waits before the first loss), and stops it with SIGTERM.

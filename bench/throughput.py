@@ -14,7 +14,7 @@ The loops and the matmul peaks take turns (rounds), so background noise hits all
 alike; each loop reports its median and fastest step. MFU is model FLOPs per second at the
 median step over the best matching peak of the rounds; where that would exceed 100% (the peak
 was measured under load) it says so instead of printing the figure. PASS/MISS against the
-targets of issue 17 (fp32 >= 1.4x, bf16 >= 4x the nanoGPT-style loop).
+project's speed targets (fp32 >= 1.4x, bf16 >= 4x the nanoGPT-style loop).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def flops_per_token(model: nn.Module, cfg: TrainingConfig) -> float:
     return 6 * non_embedding + 12 * cfg.n_layers * cfg.max_seq_len * cfg.d_model
 
 
-# Targets of issue 17: tokens/s against the nanoGPT-style fp32 loop, medians of one invocation.
+# The speed targets: tokens/s against the nanoGPT-style fp32 loop, medians of one invocation.
 TARGETS = {"fp32": 1.4, "bf16": 4.0}
 PEAK_SETTINGS = {
     "fp32 default BLAS": (torch.float32, "highest"),
