@@ -232,3 +232,32 @@ def test_gradient_checkpointing_keeps_the_losses(tmp_path, corpus_file, registry
     assert runs[True].keys() == runs[False].keys() == {1, 2, 3, 4}
     for step, loss in runs[False].items():
         assert runs[True][step] == pytest.approx(loss, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_bf16_keeps_the_frozen_base_in_bf16_and_the_losses_bit_for_bit(
+    tmp_path, corpus_file, registry, monkeypatch, model
+):
+    """Under bf16 autocast a LoRA run stores its frozen linear weights in bf16 (autocast would
+    cast them at every use): the same losses to the last bit, and the tied head untouched."""
+    import trainer.training.parallel as parallel
+
+    stored, real = {}, parallel.store_frozen_linears
+
+    def spy(module, dtype):
+        stored["count"] = real(module, dtype)
+        stored["dtypes"] = {p.dtype for n, p in module.named_parameters() if "base_layer" in n or ".qkv." in n}
+        head = module.lm_head if hasattr(module, "lm_head") else module.get_output_embeddings()
+        embedding = getattr(module, "token_embedding", None) or module.get_input_embeddings()
+        stored["head"] = (head.weight is embedding.weight, head.weight.dtype)
+        return stored["count"]
+
+    config = lora_config(corpus_file, registry, model, precision="bf16", max_steps=4, checkpoint_cadence=None)
+    monkeypatch.setattr(parallel, "store_frozen_linears", spy)
+    kept_in_bf16 = step_losses(train(config, tmp_path / "stored").run_dir)
+    assert stored["count"] > 0 and torch.bfloat16 in stored["dtypes"]
+    tied, head_dtype = stored["head"]  # a head tied to the embedding (looked up in fp32) stays fp32
+    assert head_dtype == (torch.float32 if tied else torch.bfloat16) and (tied or model == "tiny-qwen")
+    monkeypatch.setattr(parallel, "store_frozen_linears", lambda module, dtype: 0)
+    cast_each_time = step_losses(train(config, tmp_path / "cast").run_dir)
+    assert kept_in_bf16 == cast_each_time and len(kept_in_bf16) == 4

@@ -45,9 +45,35 @@ def place_model(
         )
         return None
     adapter.model.to(device)
+    if bf16 is not None:
+        store_frozen_linears(adapter.model, bf16)
     if strategy == DDP:
         adapter.train_module = distributed.wrap_ddp(adapter.model, device)
     return bf16
+
+
+def store_frozen_linears(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Keep the frozen weights of linear layers (a LoRA run's base) in the autocast dtype:
+    autocast casts them to it at every use anyway (it caches casts of trainable leaves only),
+    so the matmuls see the same values, bit for bit, while the model keeps half the bytes and
+    no step re-casts them. Weights shared with another kind of layer (a head tied to the
+    embedding, which is looked up in fp32) stay as they are. Returns the parameters stored."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    in_linears = {id(p) for m in linears for p in m.parameters(recurse=False)}
+    elsewhere = {
+        id(p)
+        for m in model.modules()
+        if not isinstance(m, torch.nn.Linear)
+        for p in m.parameters(recurse=False)
+        if id(p) in in_linears
+    }
+    stored = 0
+    for module in linears:
+        for param in module.parameters(recurse=False):
+            if not param.requires_grad and id(param) not in elsewhere and param.dtype != dtype:
+                param.data = param.data.to(dtype)
+                stored += param.numel()
+    return stored
 
 
 def why_not_bit_exact(saved: dict | None, strategy: str, world_size: int, dropout: float) -> str | None:
