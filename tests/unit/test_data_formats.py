@@ -1,7 +1,7 @@
 """Instruction and chat data: formats, loss masks, packing, the token cache, and bad input."""
 
 import json
-import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,8 +267,10 @@ def test_the_text_column_of_a_table_trains_the_character_model(tmp_path):
     data = prepare_data(config, spec, tokenizer, 32)
     assert data.info["format"] == "text" and data.info["tokens"] == sum(len(r["text"]) for r in rows)
     x, y = data.train[0]
-    assert torch.equal(x[1:], y[:-1])
-    assert os.path.basename(data.info["token_cache"])
+    assert torch.equal(x[1:], y[:-1]) and x.dtype == torch.int64
+    assert "".join(tokenizer.decode(torch.cat([x, y[-1:]]))) == rows[0]["text"][: len(x) + 1]
+    meta = json.loads((Path(data.info["token_cache"]) / "meta.json").read_text())
+    assert meta["dtype"] == "uint8"  # a character vocabulary: one byte a token
 
 
 def test_bad_rows_found_by_worker_processes_are_the_same_one_line(tmp_path, chat_tokenizer, private_cache, monkeypatch):

@@ -2,8 +2,9 @@
 
 A cache entry is a directory ``<cache root>/tokens/<key>/`` holding:
 
-- ``tokens.bin``: every example's token ids, one after the other (uint16 when the vocabulary
-  fits, else uint32: 2 or 4 bytes a token instead of the 8 of an int64 tensor);
+- ``tokens.bin``: every example's token ids, one after the other, in the smallest unsigned
+  type the vocabulary fits (uint8 for a character vocabulary of up to 256, uint16, else
+  uint32: 1, 2 or 4 bytes a token instead of the 8 of an int64 tensor);
 - ``offsets.npy``: where each example starts (int64, one more entry than examples);
 - ``mask.bin`` (completion and chat data): one byte per token, 1 where the token is a target
   the loss counts (the response and its EOS), 0 where it is prompt, system or user text;
@@ -61,7 +62,7 @@ class TokenWriter:
     """Appends examples to the files of a cache entry being built."""
 
     def __init__(self, directory: Path, vocab_size: int, with_mask: bool):
-        self.dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
+        self.dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if vocab_size <= np.iinfo(t).max + 1)
         self._tokens = (directory / TOKENS_FILE).open("wb")
         self._mask = (directory / MASK_FILE).open("wb") if with_mask else None
         self._offsets = [0]
