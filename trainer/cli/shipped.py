@@ -17,8 +17,10 @@ _TRAINER_DIR = Path(__file__).resolve().parent.parent
 
 
 def _shipped(name: str) -> Path:
-    checkout = _TRAINER_DIR.parent / name
-    return checkout if checkout.is_dir() else _TRAINER_DIR / f"_{name}"
+    # The package data first: installed, trainer/'s parent is site-packages, where a folder
+    # named conf/ or configs/ may belong to another package. A checkout has no trainer/_conf.
+    packaged = _TRAINER_DIR / f"_{name}"
+    return packaged if packaged.is_dir() else _TRAINER_DIR.parent / name
 
 
 def conf_dir() -> Path:
