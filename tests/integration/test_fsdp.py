@@ -93,7 +93,8 @@ def test_ddp_checkpoint_into_fsdp_and_fsdp_into_ddp(tmp_path, tiny):
             "--resume", str(ddp / "checkpoints" / "step-00000010"), "strategy=ddp", "--max-steps", "12", cwd=tmp_path
         )
     )
-    assert max(step_losses(ddp)) == 12
+    _ok(torchrun("--resume", str(reference), "--max-steps", "12", cwd=tmp_path))  # DDP all the way
+    assert max(step_losses(ddp)) == 12 and close(step_losses(ddp), step_losses(reference), 1e-5)
 
 
 @pytest.mark.slow
@@ -205,6 +206,8 @@ def test_a_rank_killed_mid_save_leaves_no_loadable_checkpoint(tmp_path, tiny):
         [*command, "--config", str(tiny), *FSDP], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
     )
     assert result.returncode != 0
+    # The surviving rank says in one line that it stopped and the last checkpoint is intact.
+    assert "nothing to save (the last checkpoint, if any, is intact)" in result.stderr, result.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     steps = sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step-"))
     assert steps == ["step-00000005"], steps
@@ -213,6 +216,7 @@ def test_a_rank_killed_mid_save_leaves_no_loadable_checkpoint(tmp_path, tiny):
     (tmp_path / "sitecustomize.py").unlink()
     resumed = _ok(torchrun("--resume", str(run), cwd=tmp_path))
     assert "step-00000005" in resumed.stdout + resumed.stderr
+    assert not [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no partial left
 
 
 _KILLER = """
