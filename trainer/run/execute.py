@@ -110,19 +110,7 @@ def run_training(
             source=source,
             fine_tune=fine_tune_mode(lineage, resumed=resume is not None, continuing=continuing),
         )
-        if not continuing:
-            trainer.report("run_start", **metadata, resumed_from=str(resume.checkpoint) if resume else None)
-        if resume:
-            trainer.report(
-                "resume",
-                **metadata,
-                **{"from": str(resume.checkpoint)},
-                from_step=resume.state["step"],
-                mode="continuing this run" if continuing else "new branch in a new run directory",
-                **asdict(reopened),
-            )
-        if ranks.is_main:
-            log_start(run, metadata, resume, continuing)
+        _announce_start(trainer, run, metadata, resume, continuing, reopened)
         trainer.fit()
         status = "completed"
     except (TrainingInterrupted, KeyboardInterrupt) as err:  # KeyboardInterrupt: a second Ctrl-C, mid-save
@@ -144,25 +132,54 @@ def run_training(
             checkpoint=trainer.last_checkpoint if trainer else None,
             wall_time_s=round(time.monotonic() - started, 3),
         )
-        if trainer:
-            # After a failure, recording it must not replace it (a full disk fails both).
-            report = trainer.report if status == "completed" else functools.partial(_report_quietly, trainer)
-            report(
-                "run_end",
-                status=status,
-                final_loss=result.final_loss,
-                final_val_loss=result.final_val_loss,
-                checkpoint=_str(result.checkpoint),
-                wall_time_s=result.wall_time_s,
-            )
-        for hook in hooks:
-            hook.close()
-        if events is not None:
-            events.close()
-        _closing_lines(result, closing, file_log)
-        log.removeHandler(file_log)
-        file_log.close()
+        _close_run(trainer, result, closing, hooks, events, file_log)
     return result
+
+
+def _announce_start(
+    trainer: Trainer,
+    run: RunInfo,
+    metadata: dict[str, Any],
+    resume: ResumePlan | None,
+    continuing: bool,
+    reopened: Reopened,
+) -> None:
+    """run_start for a new run (or branch), resume for a resumed one, and the console's lines."""
+    if not continuing:
+        trainer.report("run_start", **metadata, resumed_from=str(resume.checkpoint) if resume else None)
+    if resume:
+        trainer.report(
+            "resume",
+            **metadata,
+            **{"from": str(resume.checkpoint)},
+            from_step=resume.state["step"],
+            mode="continuing this run" if continuing else "new branch in a new run directory",
+            **asdict(reopened),
+        )
+    if distributed.current().is_main:
+        log_start(run, metadata, resume, continuing)
+
+
+def _close_run(trainer, result: RunResult, closing: str | None, hooks, events, file_log: logging.Handler) -> None:
+    """run_end, the hooks and logs closed, and the closing lines, whatever way the run ended."""
+    if trainer:
+        # After a failure, recording it must not replace it (a full disk fails both).
+        report = trainer.report if result.status == "completed" else functools.partial(_report_quietly, trainer)
+        report(
+            "run_end",
+            status=result.status,
+            final_loss=result.final_loss,
+            final_val_loss=result.final_val_loss,
+            checkpoint=_str(result.checkpoint),
+            wall_time_s=result.wall_time_s,
+        )
+    for hook in hooks:
+        hook.close()
+    if events is not None:
+        events.close()
+    _closing_lines(result, closing, file_log)
+    log.removeHandler(file_log)
+    file_log.close()
 
 
 def _closing_lines(result: RunResult, closing: str | None, file_log: logging.Handler) -> None:
