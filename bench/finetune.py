@@ -60,6 +60,7 @@ from trainer.models.lora import LoraSettings, apply_lora  # noqa: E402
 from trainer.training.device import configure_precision  # noqa: E402
 from trainer.training.loop import RunInfo, Trainer  # noqa: E402
 from trainer.training.optimizer import create_optimizer  # noqa: E402
+from trainer.training.parallel import SINGLE, place_model  # noqa: E402
 
 CONTENDERS = {
     "trainer": "transformers.Trainer fp32",
@@ -209,6 +210,9 @@ def step_only_trainer(adapter, config: TrainingConfig, settings, output_dir: Pat
     """lmrunner's Trainer for calling training_step alone: that needs neither a corpus nor
     validation batches, and the rest of the Trainer (run directory, hooks) is never reached."""
     device = torch.device("cpu")
+    # Placed as a run places it (trainer/run/build.py): one process, and under bf16 a LoRA
+    # base's frozen linear weights kept in bf16.
+    autocast_dtype = place_model(adapter, SINGLE, device, config, settings.autocast_dtype)
     return Trainer(
         adapter,
         create_optimizer(adapter, config, device),
@@ -217,7 +221,7 @@ def step_only_trainer(adapter, config: TrainingConfig, settings, output_dir: Pat
         train_dataset=None,
         run=RunInfo(output_dir, "bench-finetune", "random token ids", ""),
         device=device,
-        autocast_dtype=settings.autocast_dtype,
+        autocast_dtype=autocast_dtype,
     )
 
 
