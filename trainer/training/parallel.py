@@ -59,13 +59,8 @@ def store_frozen_linears(model: torch.nn.Module, dtype: torch.dtype) -> int:
     no step re-casts them. Weights shared with another kind of layer (a head tied to the
     embedding, which is looked up in fp32) stay as they are. Returns the parameters stored."""
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    in_linears = {id(p) for m in linears for p in m.parameters(recurse=False)}
     elsewhere = {
-        id(p)
-        for m in model.modules()
-        if not isinstance(m, torch.nn.Linear)
-        for p in m.parameters(recurse=False)
-        if id(p) in in_linears
+        id(p) for m in model.modules() if not isinstance(m, torch.nn.Linear) for p in m.parameters(recurse=False)
     }
     stored = 0
     for module in linears:
