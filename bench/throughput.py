@@ -1,6 +1,6 @@
 """Training throughput of the default architecture, side by side in one process.
 
-    python bench/throughput.py [--steps 20] [--rounds 3]
+    python bench/throughput.py [--steps 20] [--rounds 3] [--compile] [--dropout P]
 
 Measures, in this order and in this process:
   1. matmul peaks (GFLOP/s) at the model's shapes: fp32 through the default BLAS, fp32
@@ -10,6 +10,9 @@ Measures, in this order and in this process:
      at the default size: 4 layers, d_model 256, 4 heads, d_ff 1024, seq 256, batch 16;
   3. tokens/s of lmrunner's Trainer.training_step at the same size, with precision fp32 (as a
      run would set it up, fast_matmul probe included) and with precision bf16.
+With --compile, lmrunner's loops run a second time with ``compile: true`` (torch.compile),
+each compiled in its first warm-up step (the compile time is printed); --dropout sets the
+dropout of every loop (default: the config's 0.1), to see what compiling does without it.
 The loops and the matmul peaks take turns (rounds), so background noise hits all of them
 alike; each loop reports its median and fastest step. MFU is model FLOPs per second at the
 median step over the best matching peak of the rounds; where that would exceed 100% (the peak
@@ -117,12 +120,13 @@ PEAK_SETTINGS = {
 }
 
 
-def build_loops(cfg: TrainingConfig, run: RunInfo, data) -> dict:
+def build_loops(cfg: TrainingConfig, run: RunInfo, data, compile_too: bool) -> dict:
     """name -> (one training step, the fp32 matmul setting it runs under, its model, precision)."""
     loops = {}
-    for precision in ("fp32", "bf16"):
+    variants = [(p, c) for c in ((False, True) if compile_too else (False,)) for p in ("fp32", "bf16")]
+    for precision, compiled in variants:
         settings = configure_precision(precision, cfg.fast_matmul, torch.device("cpu"))
-        config = TrainingConfig(**{**cfg.to_dict(), "precision": precision})
+        config = TrainingConfig(**{**cfg.to_dict(), "precision": precision, "compile": compiled})
         trainer = new_trainer(
             config,
             data,
@@ -133,7 +137,7 @@ def build_loops(cfg: TrainingConfig, run: RunInfo, data) -> dict:
         )
         batches = trainer.train_batches()
         matmul_setting = "medium" if "fast kernels, probe" in settings.matmul else "highest"
-        loops[f"lmrunner {precision} ({settings.matmul})"] = (
+        loops[f"lmrunner {precision}{' compiled' if compiled else ''} ({settings.matmul})"] = (
             lambda t=trainer, b=batches: t.training_step(next(b)),
             matmul_setting,
             trainer.model,
@@ -169,9 +173,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20, help="measured steps per loop and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also lmrunner's loops with compile: true")
+    parser.add_argument("--dropout", type=float, default=TrainingConfig.dropout, help="dropout of every loop")
     args = parser.parse_args()
     torch.manual_seed(0)
-    cfg = TrainingConfig(seed=0, max_steps=10**6, lr_decay_steps=10**6)
+    cfg = TrainingConfig(seed=0, max_steps=10**6, lr_decay_steps=10**6, dropout=args.dropout)
     tokens = cfg.batch_size * cfg.max_seq_len
     print(describe_machine())
     shape = (cfg.batch_size * cfg.max_seq_len, cfg.d_model, cfg.d_ff)
@@ -182,8 +188,9 @@ def main() -> None:
     peaks = {name: [] for name in PEAK_SETTINGS}
     with tempfile.TemporaryDirectory() as tmp:
         data = open_data(cfg)
-        loops = build_loops(cfg, RunInfo(Path(tmp), "bench", data.label, data.sha256), data)
+        loops = build_loops(cfg, RunInfo(Path(tmp), "bench", data.label, data.sha256), data, args.compile)
         times = {name: [] for name in loops}
+        first_step = {}
         for _ in range(args.rounds):
             # The peaks take their turn too: measured once, they can land in a quiet moment
             # or a busy one, and an MFU against a peak taken under load reads above 100%.
@@ -191,8 +198,10 @@ def main() -> None:
                 peaks[name].append(matmul_gflops(*shape, dtype, setting))
             for name, (step, matmul_setting, _, _) in loops.items():
                 torch.set_float32_matmul_precision(matmul_setting)
-                for _ in range(2):  # warm-up: allocator and kernel caches
+                started = time.perf_counter()
+                for _ in range(2):  # warm-up: allocator and kernel caches (and compiling)
                     step()
+                first_step.setdefault(name, time.perf_counter() - started)
                 for _ in range(args.steps):
                     started = time.perf_counter()
                     step()
@@ -224,6 +233,9 @@ def main() -> None:
             f"  {name:<52} median {rates[name]:8,.0f}  fastest {tokens / fastest:8,.0f} tokens/s  "
             f"{rates[name] / baseline:5.2f}x baseline  {mfu_text(rates[name], flops_per_token(model, cfg), peak)}"
         )
+    for name, seconds in first_step.items():
+        if "compiled" in name:
+            print(f"  {name}: first two steps (compiling included) {seconds:.1f} s")
     print(f"\nmodel FLOPs per token: {flops_per_token(loops[BASELINE][2], cfg) / 1e6:.1f} M (6 N + 12 L T d)")
     print("targets (median tokens/s against the nanoGPT-style fp32 loop):")
     for name, (_, _, _, precision) in loops.items():

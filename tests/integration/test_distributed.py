@@ -85,6 +85,19 @@ def test_one_console_under_torchrun_warnings_included(tmp_path, tiny, corpus_fil
     assert len(ours) == len(set(ours)), two.stderr
 
 
+@pytest.mark.slow
+def test_compiled_ranks_compute_what_one_eager_process_does(tmp_path, tiny):
+    """compile=true under DDP: the compiled module is DDP itself (its gradient hooks intact)."""
+    two = torchrun("--config", str(tiny), "--max-steps", "6", "compile=true", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr
+    (two_dir,) = run_dirs(tmp_path)
+    assert read_events(two_dir)[0]["config"]["compile"] is True
+    one = run_main("--config", str(tiny), "--max-steps", "6", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    (one_dir,) = [d for d in run_dirs(tmp_path) if d != two_dir]
+    assert len(step_losses(two_dir)) == 6 and close(step_losses(two_dir), step_losses(one_dir), 1e-5)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -76,6 +76,7 @@ def test_unknown_key_suggests_the_right_one():
         ({"eval_cadence": 2.5}, "eval_cadence"),
         ({"dropout": "high"}, "dropout"),
         ({"fast_matmul": "maybe"}, "fast_matmul"),
+        ({"compile": "maybe"}, "compile"),
         ({"n_layers": [1, 2]}, "n_layers"),
     ],
 )

@@ -129,6 +129,9 @@ class TrainingConfig:
     device: str = "auto"
     precision: str = "fp32"
     fast_matmul: bool = True
+    # torch.compile the training forward (and so its backward). Off by default: on the CPUs
+    # measured it was no faster than eager for these models (README "Performance").
+    compile: bool = False
     # Under torchrun: ddp (auto) keeps a whole copy of the model on every rank; fsdp shards
     # weights, gradients and optimizer state over the ranks (FSDP2's fully_shard).
     strategy: str = "auto"
@@ -208,6 +211,14 @@ class TrainingConfig:
         _require(self, "device", bool(_DEVICE_PATTERN.match(self.device)), "must be auto, cpu, mps, cuda or cuda:N")
         _require(self, "strategy", self.strategy in STRATEGIES, f"must be one of {', '.join(STRATEGIES)}")
         self._validate_fsdp_switches()
+        if self.compile and self.strategy == "fsdp":
+            raise ConfigValueError(
+                "compile",
+                True,
+                "does not combine with strategy=fsdp: set compile=false or strategy=ddp",
+                "strategy",
+                "fsdp",
+            )
         _require(self, "data_format", self.data_format in DATA_FORMATS, f"must be one of {', '.join(DATA_FORMATS)}")
         _require(
             self, "long_examples", self.long_examples in LONG_EXAMPLES, f"must be one of {', '.join(LONG_EXAMPLES)}"

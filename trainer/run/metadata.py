@@ -189,4 +189,6 @@ def _precision(config, precision, strategy: str) -> dict[str, Any]:
     if strategy == "fsdp" and precision.autocast_dtype is not None:
         described["matmul"] = "bf16 through FSDP's MixedPrecisionPolicy"
         described["note"] = "bf16 compute, fp32 shards and gradient reduction: not bit-comparable with fp32 runs"
+    if config.compile:
+        described["matmul"] += ", torch.compile"
     return described

@@ -28,6 +28,7 @@ from trainer.data.sampler import ResumableBatchSampler, train_loader
 from trainer.errors import NonFiniteLossError, NonFiniteStateError, TrainingInterrupted
 from trainer.models.adapter import IGNORE_INDEX
 from trainer.training import distributed
+from trainer.training.compiled import reproducible_kernels
 from trainer.training.finite import first_non_finite, optimizer_tensors
 from trainer.training.hooks import Hook
 from trainer.training.lr_schedule import lr_at, set_lr
@@ -121,7 +122,7 @@ class Trainer:
         scale = self.ranks.world_size / targets
         total = torch.zeros((), device=self.device)
         for i, micro in enumerate(zip(*(t.chunk(micro_batches) for t in batch), strict=True)):
-            with self._sync_gradients(last=i == micro_batches - 1):
+            with self._sync_gradients(last=i == micro_batches - 1), reproducible_kernels(self.config.compile):
                 with self._autocast():
                     loss_sum = self.adapter.loss_sum(*micro)
                 # Backward outside autocast (as torch's AMP recipe has it): the same kernels,
@@ -160,7 +161,7 @@ class Trainer:
         total = torch.zeros(2, dtype=torch.float64, device=self.device)  # summed loss, targets
         for batch, counts in self._my_val_batches():
             batch = [t.to(self.device) for t in batch]
-            with self._autocast():
+            with self._autocast(), reproducible_kernels(self.config.compile):
                 loss_sum = self.adapter.loss_sum(*batch)
             if counts:
                 total += torch.stack([loss_sum.detach().double(), (batch[1] != IGNORE_INDEX).sum().double()])

@@ -11,6 +11,7 @@ import torch
 
 from trainer.config.schema import TrainingConfig
 from trainer.training import distributed
+from trainer.training.compiled import compile_for_training
 from trainer.training.distributed import Ranks
 
 SINGLE, DDP, FSDP = "single", "ddp", "fsdp"
@@ -31,7 +32,8 @@ def place_model(
     Under FSDP, bf16 is FSDP's mixed precision (weights cast per block, gradients reduced in
     fp32), so there is no autocast; the model also reaches the device block by block, as it
     is sharded, never whole. Under DDP, the loss runs through the DDP wrapper, which gives
-    every rank rank 0's weights."""
+    every rank rank 0's weights. With ``compile``, what the loss runs through is compiled
+    (FSDP is refused with compile by the config)."""
     if strategy == FSDP:
         from trainer.training.fsdp import shard_model
 
@@ -49,6 +51,8 @@ def place_model(
         store_frozen_linears(adapter.model, bf16)
     if strategy == DDP:
         adapter.train_module = distributed.wrap_ddp(adapter.model, device)
+    if config.compile:
+        adapter.train_module = compile_for_training(adapter.train_module, device)
     return bf16
 
 
