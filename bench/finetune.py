@@ -11,7 +11,8 @@ one after the other in this one invocation, each in a fresh subprocess of this s
      model shifts the labels itself;
   2. lmrunner's Trainer.training_step with precision fp32 (exact default kernels, as
      configure_precision leaves them on CPUs where the fast path is not fp32-accurate);
-  3. the same with precision bf16;
+  3. the same with precision bf16, and again with reuse_cpu_memory off (glibc's malloc as
+     it comes, which faults in fresh pages for every large buffer at every step);
   3b. transformers.Trainer with bf16=True (autocast), the bf16 figure to beat;
   4. transformers.Trainer on a peft LoRA model (r=16, alpha 32, dropout 0.05, every linear
      layer of the blocks: peft's "all-linear"), fp32;
@@ -58,6 +59,7 @@ from trainer.config.schema import TrainingConfig  # noqa: E402
 from trainer.models.hf_adapter import HFCausalLMAdapter  # noqa: E402
 from trainer.models.lora import LoraSettings, apply_lora  # noqa: E402
 from trainer.training.device import configure_precision  # noqa: E402
+from trainer.training.host_memory import reuse_freed_memory  # noqa: E402
 from trainer.training.loop import RunInfo, Trainer  # noqa: E402
 from trainer.training.optimizer import create_optimizer  # noqa: E402
 from trainer.training.parallel import SINGLE, place_model  # noqa: E402
@@ -66,6 +68,7 @@ CONTENDERS = {
     "trainer": "transformers.Trainer fp32",
     "fp32": "lmrunner fp32",
     "bf16": "lmrunner bf16",
+    "bf16-system-malloc": "lmrunner bf16, no mem. reuse",
     "trainer-bf16": "transformers.Trainer bf16=True",
     "trainer-lora": "Trainer + peft LoRA fp32",
     "lora-fp32": "lmrunner LoRA fp32",
@@ -73,7 +76,10 @@ CONTENDERS = {
     "lora-fp32-gc": "lmrunner LoRA fp32 + GC",
     "lora-bf16-gc": "lmrunner LoRA bf16 + GC",
 }
-SETS = {"full": ["trainer", "trainer-bf16", "fp32", "bf16"], "lora": [n for n in CONTENDERS if "lora" in n]}
+SETS = {
+    "full": ["trainer", "trainer-bf16", "fp32", "bf16", "bf16-system-malloc"],
+    "lora": [n for n in CONTENDERS if "lora" in n],
+}
 # Step-time ratio to the Trainer's fp32 step that each lmrunner precision must reach.
 TIME_TARGETS = {"fp32": 0.95, "bf16": 0.4}
 # finetune=lora's settings, on both sides.
@@ -226,7 +232,13 @@ def step_only_trainer(adapter, config: TrainingConfig, settings, output_dir: Pat
 
 
 def run_lmrunner(
-    model_dir: Path, batches: torch.Tensor, precision: str, output_dir: Path, lora: bool, checkpointing: bool
+    model_dir: Path,
+    batches: torch.Tensor,
+    precision: str,
+    output_dir: Path,
+    lora: bool,
+    checkpointing: bool,
+    reuse_memory: bool = True,
 ) -> tuple[list[float], list[float]]:
     device = torch.device("cpu")
     config = TrainingConfig(
@@ -241,9 +253,12 @@ def run_lmrunner(
         weight_decay=0.0,
         beta2=0.999,
         dropout=0.0,
+        reuse_cpu_memory=reuse_memory,
     )
-    # As a run sets it up: exact fp32 matmuls unless the probe shows the fast path is accurate.
+    # As a run sets it up: exact fp32 matmuls unless the probe shows the fast path is accurate,
+    # and the memory a step frees kept for the next (reuse_cpu_memory), before the model loads.
     settings = configure_precision(precision, config.fast_matmul, device)
+    reuse_freed_memory(config.reuse_cpu_memory)
     # The shipped loader: fp32 master weights whatever the saved dtype.
     adapter = HFCausalLMAdapter.load(model_dir, "qwen", tokenizer=_NoTokenizer())
     if lora:  # as a run with finetune=lora builds it (trainer/run/build.py)
@@ -276,6 +291,7 @@ def run_one(name: str, model_dir: Path, warmup: int, steps: int, seq_len: int) -
                 Path(tmp),
                 lora=name.startswith("lora"),
                 checkpointing=name.endswith("-gc"),
+                reuse_memory=not name.endswith("-system-malloc"),
             )
     result = {
         "name": name,

@@ -5,7 +5,8 @@
 custom: the default Transformer (4 layers, d_model 256, batch 16 x 256) as a run builds it.
 qwen: bench/finetune.py's Qwen2.5-0.5B-shaped model (random weights) cut to --layers layers
 (the per-layer ops are the same at 24; the embedding, head and loss are full size), batch
-1 x 256. Both as their runs set precision up (the fast_matmul probe included). After two
+1 x 256. Both as their runs set precision up (the fast_matmul probe included) and keep
+freed memory for reuse (reuse_cpu_memory). After two
 warm-up steps, profiles --steps steps and prints the ops by self CPU time, with the share of
 the step that matrix multiplication takes.
 """
@@ -31,6 +32,7 @@ from trainer.models.hf_adapter import HFCausalLMAdapter  # noqa: E402
 from trainer.models.source import ModelSource  # noqa: E402
 from trainer.run.build import new_adapter, new_trainer  # noqa: E402
 from trainer.training.device import configure_precision  # noqa: E402
+from trainer.training.host_memory import reuse_freed_memory  # noqa: E402
 from trainer.training.loop import RunInfo  # noqa: E402
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm")
@@ -85,6 +87,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
     print(describe_machine())
+    reuse_freed_memory(True)  # as a run on the CPU sets it up (reuse_cpu_memory's default)
     with tempfile.TemporaryDirectory() as tmp:
         if args.model == "custom":
             trainer, next_batch, settings = custom_trainer(args.precision, Path(tmp))

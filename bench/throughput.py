@@ -42,6 +42,7 @@ from trainer.data.prepare import open_data  # noqa: E402
 from trainer.models.source import ModelSource  # noqa: E402
 from trainer.run.build import new_adapter, new_trainer  # noqa: E402
 from trainer.training.device import configure_precision  # noqa: E402
+from trainer.training.host_memory import reuse_freed_memory  # noqa: E402
 from trainer.training.loop import RunInfo  # noqa: E402
 
 
@@ -180,6 +181,8 @@ def main() -> None:
     cfg = TrainingConfig(seed=0, max_steps=10**6, lr_decay_steps=10**6, dropout=args.dropout)
     tokens = cfg.batch_size * cfg.max_seq_len
     print(describe_machine())
+    # As a run on the CPU sets it up (reuse_cpu_memory); process-wide, so the baseline has it too.
+    reuse_freed_memory(cfg.reuse_cpu_memory)
     shape = (cfg.batch_size * cfg.max_seq_len, cfg.d_model, cfg.d_ff)
     error = medium_precision_error()
     verdict_text = "fp32-accurate" if error < 1e-4 else "NOT fp32-accurate: reduced precision on this CPU"

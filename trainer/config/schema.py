@@ -51,6 +51,7 @@ RESUMABLE_KEYS = frozenset(
         "device",
         "resume",
         "registry_dir",  # where to find models, not which
+        "reuse_cpu_memory",  # where freed memory goes, not what is computed
         "gradient_checkpointing",  # how much memory the same arithmetic takes
         "loggers",
         "sweep_metric",
@@ -64,7 +65,7 @@ RESUMABLE_KEYS = frozenset(
 # Keys that say how a run is found or watched, not what it computes: left out of config_hash,
 # so continuing a run, or adding a tracker to it, keeps its hash. The strategy keys say how
 # the ranks share the work, which (like their number, not in the config at all) leaves the
-# numbers as they are, to float rounding.
+# numbers as they are, to float rounding; reuse_cpu_memory leaves them as they are, bit for bit.
 _NOT_HASHED = (
     "resume",
     "branch",
@@ -73,6 +74,7 @@ _NOT_HASHED = (
     "strategy",
     "fsdp_reshard_after_forward",
     "fsdp_cpu_offload",
+    "reuse_cpu_memory",
 )
 
 
@@ -132,6 +134,9 @@ class TrainingConfig:
     # torch.compile the training forward (and so its backward). Off by default: on the CPUs
     # measured it was no faster than eager for these models (README "Performance").
     compile: bool = False
+    # On Linux CPUs: keep the memory a step frees for the next, instead of faulting in fresh
+    # pages for every large buffer at every step (trainer/training/host_memory.py).
+    reuse_cpu_memory: bool = True
     # Under torchrun: ddp (auto) keeps a whole copy of the model on every rank; fsdp shards
     # weights, gradients and optimizer state over the ranks (FSDP2's fully_shard).
     strategy: str = "auto"

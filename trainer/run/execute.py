@@ -32,6 +32,7 @@ from trainer.run.resume_plan import ResumePlan
 from trainer.run.rundir import write_resolved_config
 from trainer.training import distributed
 from trainer.training.device import configure_precision, resolve_device
+from trainer.training.host_memory import reuse_freed_memory
 from trainer.training.loop import RunInfo, Trainer
 
 log = logging.getLogger("lmrunner")
@@ -86,6 +87,7 @@ def run_training(
     run = RunInfo(run_dir, run_id, data.label, data.sha256, lineage=lineage)
     start_step = resume.state["step"] if resume else 0
     hooks = default_hooks(config, events, start_step, console=console and ranks.is_main)
+    host_memory, give_back_memory = reuse_freed_memory(config.reuse_cpu_memory and device.type == "cpu")
     trainer: Trainer | None = None
     status, closing = "failed", None  # closing: the line train.log ends with when the run did not complete
     try:
@@ -106,6 +108,7 @@ def run_training(
             trainer,
             seed_source=seed_source,
             precision=precision,
+            host_memory=host_memory,
             hooks=hooks,
             source=source,
             fine_tune=fine_tune_mode(lineage, resumed=resume is not None, continuing=continuing),
@@ -133,6 +136,7 @@ def run_training(
             wall_time_s=round(time.monotonic() - started, 3),
         )
         _close_run(trainer, result, closing, hooks, events, file_log)
+        give_back_memory()
     return result
 
 

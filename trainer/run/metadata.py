@@ -66,7 +66,7 @@ def model_metadata(trainer, source: ModelSource | None) -> dict[str, Any]:
     return meta
 
 
-def run_metadata(trainer, *, seed_source, precision, hooks, source, fine_tune) -> dict[str, Any]:
+def run_metadata(trainer, *, seed_source, precision, host_memory, hooks, source, fine_tune) -> dict[str, Any]:
     config = trainer.config
     return {
         "config": config.to_dict(),
@@ -88,6 +88,7 @@ def run_metadata(trainer, *, seed_source, precision, hooks, source, fine_tune) -
         # Which process writes the run: `runs list` tells a running run from a killed one by it.
         "process": {"host": socket.gethostname(), "pid": os.getpid()},
         "precision": _precision(config, precision, trainer.strategy),
+        "host_memory": host_memory,  # what serves the CPU's large buffers (reuse_cpu_memory)
         "versions": {"lmrunner": lmrunner_version(), "torch": torch.__version__, "python": platform.python_version()},
     }
 
