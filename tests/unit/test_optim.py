@@ -39,3 +39,32 @@ def test_lr_decay_steps_fixes_the_schedule_length():
 def test_constant_schedule():
     cfg = TrainingConfig(learning_rate=0.5, warmup_steps=0, lr_schedule="constant")
     assert {lr_at(s, cfg) for s in (0, 100, 9999)} == {0.5}
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_state_made_before_the_first_step_changes_no_number(fused):
+    from trainer.training.optimizer import allocate_state
+
+    def three_steps(prefill: bool):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 1))
+        model[1].weight.requires_grad_(False)  # a frozen parameter gets no state
+        optimizer = torch.optim.AdamW([p for p in model.parameters()], lr=0.1, fused=fused)
+        if prefill:
+            allocate_state(optimizer)
+            assert len(optimizer.state) == 3 * 2 - 1
+        for step in range(3):
+            model(torch.randn(4, 8, generator=torch.Generator().manual_seed(step))).square().sum().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return model, optimizer
+
+    (lazy_model, lazy), (eager_model, eager) = three_steps(False), three_steps(True)
+    for a, b in zip(lazy_model.parameters(), eager_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    lazy_state, eager_state = lazy.state_dict()["state"], eager.state_dict()["state"]
+    assert lazy_state.keys() == eager_state.keys()
+    for index, state in lazy_state.items():
+        for key, value in state.items():
+            other = eager_state[index][key]
+            assert torch.equal(value, other) and value.dtype == other.dtype and value.device == other.device

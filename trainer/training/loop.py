@@ -32,7 +32,7 @@ from trainer.training.compiled import reproducible_kernels
 from trainer.training.finite import first_non_finite, optimizer_tensors
 from trainer.training.hooks import Hook
 from trainer.training.lr_schedule import lr_at, set_lr
-from trainer.training.optimizer import clip_gradients
+from trainer.training.optimizer import allocate_state, clip_gradients
 from trainer.training.parallel import DDP, FSDP, SINGLE
 from trainer.training.rng_state import capture_rng_state, rng_file_contents
 from trainer.training.sharded_checkpoint import load_training_state, save_sharded_checkpoint
@@ -112,6 +112,8 @@ class Trainer:
         means the batch one step learns from.
         """
         batch = [t.to(self.device, non_blocking=True) for t in batch]
+        if not self.optimizer.state:  # a new run's first step: the moments before the activations
+            allocate_state(self.optimizer)
         set_lr(self.optimizer, lr_at(self.step, self.config))
         self.model.train()
         micro_batches = self.config.grad_accum_steps
