@@ -5,6 +5,7 @@ import csv
 import logging
 import shutil
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -175,6 +176,9 @@ def test_wandb_runs_offline_with_no_account_and_resumes_the_same_run_id(tmp_path
     logged = {row["_step"]: row["train/loss"] for row in wandb_history(offline) if "train/loss" in row}
     assert logged == dict(zip(steps, losses, strict=True))
 
+    # W&B names an offline run's directory by the second it starts: a resumed process starts
+    # seconds later (importing torch alone takes longer), this in-process one might not.
+    time.sleep(1.0 - time.time() % 1.0 + 0.05)
     killed_after_the_last_step_and_resumed(run_dir)
     resumed = [d for d in (run_dir / "wandb").glob(f"offline-run-*-{run_id}") if d != offline]
     assert len(resumed) == 1  # the same W&B run id, continued
