@@ -3,8 +3,9 @@
 Only the training path is compiled (``adapter.train_module``, the model or DDP around it):
 generation and scoring call ``adapter.model`` itself, whose every new length would be a
 new graph. The model keeps its own parameters and state-dict names, so checkpoints are the
-same files with or without it, and the dropout masks still come from torch's CPU generator,
-whose state every checkpoint keeps: a compiled run resumes bit for bit like an eager one.
+same files with or without it. Inductor draws the dropout masks its own way (other masks
+than eager's), from seeds it takes from torch's CPU generator, whose state every checkpoint
+keeps: so a compiled run resumes bit for bit like an eager one.
 
 That last promise needs ``reproducible_kernels`` around every call of the compiled module
 and its backward: inductor's CPU kernels otherwise add up an embedding's gradient with
