@@ -46,28 +46,3 @@ def test_generate_leaves_global_rng_alone():
     state = torch.get_rng_state()
     model.generate(torch.tensor([1]), 5, 1.0, torch.Generator().manual_seed(0))
     assert torch.equal(state, torch.get_rng_state())
-
-
-def test_cpu_keep_mask_drops_p_and_keeps_the_expectation():
-    from trainer.models.transformer import cpu_keep_mask
-
-    torch.manual_seed(0)
-    mask = cpu_keep_mask(torch.Size([1000, 1000]), 0.1, torch.float32)
-    dropped = (mask == 0).float().mean().item()
-    assert abs(dropped - 0.1) < 0.002
-    kept_value = mask[mask > 0].unique()
-    assert len(kept_value) == 1 and abs(mask.mean().item() - 1.0) < 0.005
-    torch.manual_seed(0)
-    assert torch.equal(mask, cpu_keep_mask(torch.Size([1000, 1000]), 0.1, torch.float32))
-
-
-def test_cpu_dropout_attention_is_sdpa_when_nothing_is_dropped(monkeypatch):
-    import trainer.models.transformer as model_module
-
-    torch.manual_seed(0)
-    shape = TransformerShape(vocab_size=11, n_layers=1, d_model=16, n_heads=2, d_ff=32, max_seq_len=8, dropout=0.5)
-    attention = model_module.CausalSelfAttention(shape).train()
-    q, k, v = (torch.randn(2, 2, 8, 8) for _ in range(3))
-    monkeypatch.setattr(model_module, "cpu_keep_mask", lambda shape, p, dtype: torch.ones(shape, dtype=dtype))
-    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-    assert torch.allclose(attention._attention_with_cpu_dropout(q, k, v, None), expected, atol=1e-6)

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from trainer.models import cpu_dropout
 from trainer.models.sampling import SamplingSettings, pick_next_token
 
 
@@ -37,13 +38,8 @@ class TransformerShape:
 
 
 class Dropout(nn.Module):
-    """nn.Dropout, with a cheaper random mask on the CPU.
-
-    torch's CPU dropout spends about a quarter of a training step of the default model
-    drawing one 32-bit random number per element. Sixteen random bits decide just as well
-    (the drop probability becomes a multiple of 1/65536, and the scale matches it exactly),
-    and one 64-bit draw yields four of them. Other devices keep torch's fused kernel.
-    """
+    """nn.Dropout, with cheaper masks on the CPU (trainer/models/cpu_dropout.py); other devices
+    keep torch's fused kernel."""
 
     def __init__(self, p: float):
         super().__init__()
@@ -54,17 +50,7 @@ class Dropout(nn.Module):
             return x
         if x.device.type != "cpu":
             return F.dropout(x, self.p, training=True)
-        return x * cpu_keep_mask(x.shape, self.p, x.dtype)
-
-
-def cpu_keep_mask(shape: torch.Size, p: float, dtype: torch.dtype) -> torch.Tensor:
-    """0 where an element is dropped, 1 / keep_probability where it is kept."""
-    count = math.prod(shape)
-    bits = torch.randint(-(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64)
-    bits = bits.view(torch.int16)[:count].view(shape)
-    threshold = round(p * 65536) - 32768  # int16 values below it are dropped
-    keep_probability = (32768 - threshold) / 65536
-    return (bits >= threshold).to(dtype).mul_(1.0 / keep_probability)
+        return cpu_dropout.dropout(x, self.p)
 
 
 class LayerCache:
@@ -133,27 +119,13 @@ class CausalSelfAttention(nn.Module):
             k, v = cache.extend(k, v)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=seq > 1)
         elif self.training and self.dropout > 0 and x.device.type == "cpu":
-            y = self._attention_with_cpu_dropout(q, k, v, attend)
+            # SDPA has no CPU kernel with dropout: its fallback materialises every score.
+            y = cpu_dropout.attention_with_dropout(q, k, v, self.dropout, attend)
         else:
             dropout_p = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, is_causal=attend is None, dropout_p=dropout_p)
         y = y.transpose(1, 2).reshape(batch, seq, d_model)
         return self.proj_dropout(self.proj(y))
-
-    def _attention_with_cpu_dropout(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attend: torch.Tensor | None
-    ) -> torch.Tensor:
-        """What SDPA computes, spelled out. On the CPU, SDPA has no fused kernel with
-        dropout and falls back to these same steps, with torch's slower mask."""
-        seq = q.shape[2]
-        # -inf above the diagonal: position i may only look at positions <= i. Built for this
-        # window, not kept as a max_seq_len^2 buffer in every layer.
-        causal = torch.full((seq, seq), float("-inf"), device=q.device).triu(1)
-        if attend is not None:
-            causal = torch.zeros(attend.shape, device=q.device).masked_fill(~attend, float("-inf"))
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1])) + causal
-        weights = scores.softmax(dim=-1)
-        return (weights * cpu_keep_mask(weights.shape, self.dropout, weights.dtype)) @ v
 
 
 class FeedForward(nn.Module):
