@@ -35,7 +35,7 @@ from trainer.training.device import configure_precision  # noqa: E402
 from trainer.training.host_memory import reuse_freed_memory  # noqa: E402
 from trainer.training.loop import RunInfo  # noqa: E402
 
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm")
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm", "aten::baddbmm_")
 
 
 def custom_trainer(precision: str, tmp: Path):
