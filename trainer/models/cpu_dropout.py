@@ -1,12 +1,11 @@
-"""Dropout on the CPU, for the custom Transformer: the same distribution as torch's, in fewer
-passes over memory.
+"""Dropout on the CPU, for the custom Transformer: torch's dropout, in fewer passes over memory.
 
 On a CPU a training step of the default model is bound by passes over its activations, not
-by its matrix multiplications, and torch's dropout makes many of them: it draws one 32-bit
-random number per element, turns a bool mask into floats, scales it, multiplies, and in
-backward multiplies twice more. Unfused attention with dropout (SDPA has no CPU kernel for
-it) adds full (seq x seq) score, softmax and mask tensors for every head, half of them
-above the causal diagonal where every weight is zero. Here:
+by its matrix multiplications. torch's CPU dropout draws a Bernoulli sample per element
+(measured about 5x slower than drawing the masks here) and masks and scales in passes of
+their own; unfused attention with dropout (SDPA has no CPU kernel for it) adds full
+(seq x seq) score, softmax and mask tensors for every head, in fp32 under autocast, half of
+them above the causal diagonal where every weight is zero. Here:
 
 - a mask element is sixteen random bits (one 64-bit draw yields four), compared straight
   into a 0/1 tensor of the activation's dtype; the drop probability becomes a multiple of
@@ -15,8 +14,8 @@ above the causal diagonal where every weight is zero. Here:
 - ``attention_with_dropout`` works through blocks of query rows, each against only the keys
   it may see (about 5/8 of the causal square at 256 positions), keeps softmax in the
   compute dtype (bf16 under autocast, with fp32 accumulation inside the kernel, as flash
-  attention keeps its probabilities), and folds the softmax scale and the dropout scale
-  into the matrix multiplications.
+  attention keeps its probabilities), scales the scores inside their matrix multiplication
+  and applies the dropout scale to the (seq x head_dim) output, not the (seq x seq) weights.
 
 Masks come from torch's default CPU generator in a fixed order, so a run resumed from a
 checkpoint (which restores that generator) draws the same masks, and activation
