@@ -17,9 +17,9 @@ buffer changes no number a run computes.
 The heap takes a few steps to reach its size: torch asks for aligned memory, and glibc's
 memalign needs a freed buffer's size plus the alignment, so the hole one buffer leaves fits
 the next of the same size only once freed neighbours have merged with it. Until then the
-heap grows (measured with four 48 MB buffers a step: three steps of growth, to about four
-times a step's buffers, then no new pages; the 0.5B fine-tune's heap grows 0.2 GB after its
-first step, then holds).
+heap grows (measured with four 48 MB buffers a step: it grew for two to four steps, each by
+about a step's buffers, then took no new pages; the 0.5B fine-tune's heap grows 0.2 GB after
+its first step, then holds).
 """
 
 from __future__ import annotations
