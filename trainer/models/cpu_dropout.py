@@ -93,11 +93,12 @@ class _BlockedAttentionWithDropout(torch.autograd.Function):
         scale = 1.0 / math.sqrt(head_dim)
         kept = 1.0 / keep_probability(p)
         out = torch.empty_like(q)
+        nothing = q.new_empty(())  # baddbmm's input, ignored with beta=0
         saved = []
         for start in range(0, seq, QUERY_BLOCK):
             rows = slice(start, min(start + QUERY_BLOCK, seq))
             keys = slice(0, rows.stop)  # later keys are masked for every row of the block
-            scores = torch.baddbmm(q.new_empty(()), q[:, rows], k[:, keys].transpose(1, 2), beta=0, alpha=scale)
+            scores = torch.baddbmm(nothing, q[:, rows], k[:, keys].transpose(1, 2), beta=0, alpha=scale)
             if attend is None:  # causal: only the block's own square has keys after a row
                 square = scores[:, :, rows]
                 square.masked_fill_(torch.ones(square.shape[1:], dtype=torch.bool).triu(1), float("-inf"))
@@ -108,7 +109,7 @@ class _BlockedAttentionWithDropout(torch.autograd.Function):
             dropped = probs * keep
             # The dropout scale inside the matmul: on (seq x head_dim), and rounded once. Assigned,
             # not written with out=: torch.compile cannot trace out= into a strided slice.
-            out[:, rows] = torch.baddbmm(out.new_empty(()), dropped, v[:, keys], beta=0, alpha=kept)
+            out[:, rows] = torch.baddbmm(nothing, dropped, v[:, keys], beta=0, alpha=kept)
             saved += [probs, keep, dropped]  # dropped too: recomputing it in backward is a pass
         ctx.save_for_backward(q, k, v, *saved)
         ctx.scale, ctx.kept = scale, kept
