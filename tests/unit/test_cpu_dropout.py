@@ -27,16 +27,22 @@ def fixed_masks(monkeypatch):
     return masks
 
 
+def laid_out_masks(masks, batch: int, heads: int, seq: int, dtype: torch.dtype) -> torch.Tensor:
+    """The blocks' keep masks laid into one (seq x seq) mask per head, 0 beyond each block's keys."""
+    keep = torch.zeros(batch * heads, seq, seq, dtype=dtype)
+    for start in range(0, seq, cpu_dropout.QUERY_BLOCK):
+        stop = min(start + cpu_dropout.QUERY_BLOCK, seq)
+        keep[:, start:stop, :stop] = masks[(batch * heads, stop - start, stop)].to(dtype)
+    return keep.view(batch, heads, seq, seq)
+
+
 def dense_attention(q, k, v, p, attend, masks):
     """Plain attention with the block masks laid into one (seq x seq) mask per head."""
     batch, heads, seq, head_dim = q.shape
     allowed = torch.ones(seq, seq, dtype=torch.bool).tril() if attend is None else attend
     scores = (q @ k.transpose(-2, -1) / math.sqrt(head_dim)).masked_fill(~allowed, float("-inf"))
-    keep = torch.zeros(batch * heads, seq, seq, dtype=q.dtype)
-    for start in range(0, seq, cpu_dropout.QUERY_BLOCK):
-        stop = min(start + cpu_dropout.QUERY_BLOCK, seq)
-        keep[:, start:stop, :stop] = masks[(batch * heads, stop - start, stop)].to(q.dtype)
-    return (scores.softmax(-1) * keep.view(batch, heads, seq, seq) / cpu_dropout.keep_probability(p)) @ v
+    keep = laid_out_masks(masks, batch, heads, seq, q.dtype)
+    return (scores.softmax(-1) * keep / cpu_dropout.keep_probability(p)) @ v
 
 
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
@@ -145,11 +151,8 @@ def test_blocked_attention_in_bf16_is_as_accurate_as_an_fp32_softmax(fixed_masks
     low = [t.detach().bfloat16().requires_grad_() for t in (q, k, v)]
     scores = (low[0] @ low[1].transpose(-2, -1)).float() / math.sqrt(head_dim)
     scores = scores.masked_fill(~torch.ones(seq, seq, dtype=torch.bool).tril(), float("-inf"))
-    keep = torch.zeros(batch * heads, seq, seq)
-    for start in range(0, seq, cpu_dropout.QUERY_BLOCK):
-        stop = min(start + cpu_dropout.QUERY_BLOCK, seq)
-        keep[:, start:stop, :stop] = fixed_masks[(batch * heads, stop - start, stop)].float()
-    weights = scores.softmax(-1) * keep.view(batch, heads, seq, seq) / cpu_dropout.keep_probability(p)
+    keep = laid_out_masks(fixed_masks, batch, heads, seq, torch.float32)
+    weights = scores.softmax(-1) * keep / cpu_dropout.keep_probability(p)
     fp32_out = weights.bfloat16() @ low[2]
     fp32_softmax = [fp32_out, *torch.autograd.grad(fp32_out.float(), low, grad)]
 
