@@ -1,7 +1,7 @@
 """Fine-tuning step time and peak memory: lmrunner's Trainer beside transformers.Trainer,
 full fine-tunes and LoRA.
 
-    python bench/finetune.py [--steps 3] [--warmup 1] [--rounds 1] [--seq-len 256] [--only-set full|lora]
+    python bench/finetune.py [--steps 3] [--warmup 1] [--rounds 1] [--seq-len 256] [--only-set full|lora] [--heap]
 
 Builds a model of Qwen2.5-0.5B's published shape (24 layers, hidden 896, 14 heads with 2 KV
 heads, vocabulary 151,936, tied embeddings) with random weights, saves it once, then runs,
@@ -29,6 +29,9 @@ Targets checked at the end: lmrunner fp32 <= 0.95x the Trainer's fp32 step time,
 bf16 <= 0.4x and faster than the Trainer with bf16=True, peak memory <= the Trainer's; LoRA peak memory <= 0.45x lmrunner's full fp32 fine-tune, a LoRA
 step <= 0.7x the full fine-tune's at the same precision, lmrunner LoRA fp32 <= Trainer + peft.
 
+--heap adds what glibc's malloc held and had in use at their peaks (bench/heap.py): how much
+of each peak is the allocator's slack. Its polling slows the steps, so take times without it.
+
 Step times swing widely when anything else runs on the same cores, so each contender's line
 also shows its fastest step and the load average as it ended (this benchmark alone keeps it
 near the number of threads); --rounds N runs all of them N times, taking turns, and pools
@@ -39,6 +42,7 @@ memory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -53,6 +57,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from heap import HeapSampler  # noqa: E402  bench/ is on the path
 from machine import describe_machine, load_average, min_median, verdict  # noqa: E402  bench/ is on the path
 
 from trainer.config.schema import TrainingConfig  # noqa: E402
@@ -274,10 +279,11 @@ def run_lmrunner(
     return times, losses
 
 
-def run_one(name: str, model_dir: Path, warmup: int, steps: int, seq_len: int) -> None:
+def run_one(name: str, model_dir: Path, warmup: int, steps: int, seq_len: int, heap: bool) -> None:
     """Child: one contender; prints one JSON line for the parent."""
     batches = windows(warmup + steps, seq_len, qwen_config().vocab_size)
-    with tempfile.TemporaryDirectory() as tmp:
+    sampler = HeapSampler() if heap else None
+    with sampler or contextlib.nullcontext(), tempfile.TemporaryDirectory() as tmp:
         if name.startswith("trainer"):
             times, losses = run_hf_trainer(
                 model_dir, batches, Path(tmp), lora=name == "trainer-lora", bf16=name == "trainer-bf16"
@@ -299,6 +305,9 @@ def run_one(name: str, model_dir: Path, warmup: int, steps: int, seq_len: int) -
         "warmup_s": times[:warmup],
         "losses": losses,
         "peak_gb": peak_rss_gb(),
+        "heap_gb": None
+        if sampler is None or sampler.peak_held is None
+        else [sampler.peak_in_use / 1e9, sampler.peak_held / 1e9],
         "load_avg": os.getloadavg()[0],
     }
     print(RESULT_PREFIX + json.dumps(result), flush=True)
@@ -310,6 +319,7 @@ def run_one(name: str, model_dir: Path, warmup: int, steps: int, seq_len: int) -
 def run_child(name: str, model_dir: Path, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--only", name, "--model-dir", str(model_dir)]
     command += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--seq-len", str(args.seq_len)]
+    command += ["--heap"] if args.heap else []
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -332,19 +342,23 @@ def main() -> None:
         choices=list(SETS),
         help="only the full fine-tunes or only the LoRA ones (LoRA's memory and time targets need both)",
     )
+    parser.add_argument(
+        "--heap", action="store_true", help="also print malloc's peak bytes in use and held (slows the steps)"
+    )
     parser.add_argument("--only", choices=list(CONTENDERS), help=argparse.SUPPRESS)  # the child's mode
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
         parser.error("--steps and --rounds must be >= 1, --warmup >= 0")
     if args.only:
-        run_one(args.only, args.model_dir, args.warmup, args.steps, args.seq_len)
+        run_one(args.only, args.model_dir, args.warmup, args.steps, args.seq_len, args.heap)
         return
 
     names = SETS[args.only_set] if args.only_set else list(CONTENDERS)
     print(describe_machine())
     steps = {name: [] for name in names}
     peaks = {name: 0.0 for name in names}
+    heaps = {}  # name -> [peak in use, peak held] in GB, the largest of its rounds
     first_losses = {}
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
@@ -362,6 +376,8 @@ def main() -> None:
                 r = run_child(name, Path(tmp), args)
                 steps[name] += r["step_s"]
                 peaks[name] = max(peaks[name], r["peak_gb"])
+                if r["heap_gb"] is not None:
+                    heaps[name] = [max(pair) for pair in zip(heaps.get(name, r["heap_gb"]), r["heap_gb"], strict=True)]
                 first_losses[name] = r["losses"][0]  # the same every round: same weights, same data
                 print(
                     f"  {CONTENDERS[name]:<26} {r['wall_s']:4.0f} s, load avg {r['load_avg']:4.1f}; "
@@ -369,6 +385,8 @@ def main() -> None:
                     f"losses {' '.join(f'{loss:.6f}' for loss in r['losses'])}"
                 )
     print_table(names, steps, peaks, first_losses)
+    if args.heap:
+        print_heap_table(names, peaks, heaps)
     print("\ntargets:")
     medians = {name: statistics.median(steps[name]) for name in names}
     if "trainer" in names:
@@ -393,6 +411,18 @@ def print_table(names, steps, peaks, first_losses) -> None:
             f"{CONTENDERS[name]:<30} {step:13.2f} {step / base_time:15.2f}x {fastest:9.2f} "
             f"{peaks[name]:8.2f} {peaks[name] / base_peak:15.2f}x  {first_losses[name]:.6f} (rel. diff {rel:.1e})"
         )
+
+
+def print_heap_table(names, peaks, heaps) -> None:
+    """Peak RSS beside malloc's peaks: held minus in use is fragmentation; RSS minus held is
+    everything outside malloc (the libraries, weights loaded from a memory-mapped file)."""
+    if not heaps:
+        print("\nheap: mallinfo2 is not available here (glibc 2.33 or newer)")
+        return
+    print(f"\n{'':<30} {'peak RSS GB':>11} {'malloc in use':>13} {'malloc held':>11} {'held - in use':>13}")
+    for name in names:
+        in_use, held = heaps[name]
+        print(f"{CONTENDERS[name]:<30} {peaks[name]:11.2f} {in_use:13.2f} {held:11.2f} {held - in_use:13.2f}")
 
 
 def print_target(what: str, ratio: float, ok: bool | None, digits: str = ".2f") -> None:

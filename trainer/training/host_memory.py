@@ -19,7 +19,8 @@ memalign needs a freed buffer's size plus the alignment, so the hole one buffer 
 the next of the same size only once freed neighbours have merged with it. Until then the
 heap grows (measured with four 48 MB buffers a step: it grew for two to four steps, each by
 about a step's buffers, then took no new pages; the 0.5B fine-tune's heap grows 0.2 GB after
-its first step, then holds).
+its first step, then holds). What the holes cost at the peak, `bench/finetune.py --heap`
+prints: for the 0.5B bf16 fine-tune, 1.44 GB held beyond the 6.64 GB in use.
 """
 
 from __future__ import annotations
