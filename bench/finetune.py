@@ -305,9 +305,7 @@ def run_one(name: str, model_dir: Path, warmup: int, steps: int, seq_len: int, h
         "warmup_s": times[:warmup],
         "losses": losses,
         "peak_gb": peak_rss_gb(),
-        "heap_gb": None
-        if sampler is None or sampler.peak_held is None
-        else [sampler.peak_in_use / 1e9, sampler.peak_held / 1e9],
+        "heap_gb": sampler.peaks_gb() if sampler is not None else None,
         "load_avg": os.getloadavg()[0],
     }
     print(RESULT_PREFIX + json.dumps(result), flush=True)

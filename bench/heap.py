@@ -63,6 +63,12 @@ class HeapSampler:
             self._thread.join()
             self._sample()  # the state at the end counts too
 
+    def peaks_gb(self) -> list[float] | None:
+        """[peak in use, peak held] in GB, or None where mallinfo2 is missing."""
+        if self.peak_held is None:
+            return None
+        return [self.peak_in_use / 1e9, self.peak_held / 1e9]
+
     def _poll(self) -> None:
         while not self._stop.wait(self.interval_s):
             self._sample()

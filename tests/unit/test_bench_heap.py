@@ -28,6 +28,7 @@ def test_a_buffer_alive_inside_the_block_counts_in_use_and_held():
         del buffer
     assert sampler.peak_in_use >= before.peak_in_use + 300 * 2**20
     assert sampler.peak_held >= sampler.peak_in_use
+    assert sampler.peaks_gb() == [sampler.peak_in_use / 1e9, sampler.peak_held / 1e9]
 
 
 @on_glibc
@@ -43,3 +44,4 @@ def test_without_mallinfo2_the_sampler_reports_nothing(monkeypatch):
     with heap.HeapSampler() as sampler:
         pass
     assert sampler.peak_in_use is None and sampler.peak_held is None
+    assert sampler.peaks_gb() is None
