@@ -1,8 +1,11 @@
-"""Fixtures of the unit tests that drive the command line in this process."""
+"""Fixtures of the unit tests: the command line run in this process, and fixed dropout masks."""
 
 import logging
 
 import pytest
+import torch
+
+import trainer.models.cpu_dropout as cpu_dropout
 
 
 @pytest.fixture
@@ -17,3 +20,19 @@ def cli():
     logger.handlers[:] = handlers
     logger.setLevel(level)
     logger.propagate = propagate
+
+
+@pytest.fixture
+def fixed_masks(monkeypatch):
+    """keep_mask returning one fixed random mask per shape, so that a reference computation and
+    gradcheck's repeated forwards all see the masks the blocked attention used."""
+    masks = {}
+
+    def fixed(shape, p, dtype):
+        key = tuple(shape)
+        if key not in masks:
+            masks[key] = torch.rand(key, generator=torch.Generator().manual_seed(len(masks))) >= p
+        return masks[key].to(dtype)
+
+    monkeypatch.setattr(cpu_dropout, "keep_mask", fixed)
+    return masks

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from trainer.models import cpu_dropout
+from trainer.models import cpu_attention, cpu_dropout
 from trainer.models.sampling import SamplingSettings, pick_next_token
 
 
@@ -118,9 +118,9 @@ class CausalSelfAttention(nn.Module):
                 raise ValueError("a cache takes a prompt once, then one token at a time")
             k, v = cache.extend(k, v)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=seq > 1)
-        elif self.training and self.dropout > 0 and x.device.type == "cpu":
-            # SDPA has no CPU kernel with dropout: its fallback materialises every score.
-            y = cpu_dropout.attention_with_dropout(q, k, v, self.dropout, attend)
+        elif self.training and x.device.type == "cpu":
+            # SDPA has no CPU kernel with dropout, and its bf16 backward is slow.
+            y = cpu_attention.training_attention(q, k, v, self.dropout, attend)
         else:
             dropout_p = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, is_causal=attend is None, dropout_p=dropout_p)
