@@ -14,6 +14,7 @@ the step that matrix multiplication takes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -38,9 +39,12 @@ from trainer.training.loop import RunInfo  # noqa: E402
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm", "aten::baddbmm_")
 
 
-def custom_trainer(precision: str, tmp: Path):
-    """The default Transformer's Trainer as a run builds it, and its batches."""
+def custom_trainer(precision: str, tmp: Path, dropout: float | None = None):
+    """The default Transformer's Trainer as a run builds it (``dropout``: the config's unless
+    given), and its batches."""
     config = TrainingConfig(seed=0, precision=precision, max_steps=10**6, lr_decay_steps=10**6)
+    if dropout is not None:
+        config = dataclasses.replace(config, dropout=dropout)
     settings = configure_precision(precision, config.fast_matmul, torch.device("cpu"))
     data = open_data(config)
     trainer = new_trainer(
