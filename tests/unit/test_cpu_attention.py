@@ -154,20 +154,18 @@ def test_the_blocked_backward_passes_gradcheck(attend):
     )
 
 
-def test_the_blocked_backward_gives_only_the_inputs_that_need_it_a_gradient():
-    q, k, v = heads_view(1, 2, 70, 4), heads_view(1, 2, 70, 4).detach(), heads_view(1, 2, 70, 4)
-    cpu_attention.attention_with_blocked_backward(q, k, v).sum().backward()
-    assert q.grad is not None and v.grad is not None and k.grad is None
-
-
-def test_in_bf16_the_blocked_backward_is_about_as_accurate_as_sdpas():
+@pytest.mark.parametrize("sharpness", [1.0, 8.0])
+def test_in_bf16_the_blocked_backward_is_as_accurate_as_sdpas(sharpness):
     """Under autocast the output is SDPA's, bit for bit; the gradients come from probabilities
-    recomputed and kept in bf16, where SDPA's fused backward keeps them in fp32. Against
-    float64 they must stay within 30% of SDPA's gradient error. Measured at this shape:
-    q, k, v 0.54/0.58/0.46% vs 0.44/0.52/0.45%."""
+    recomputed in fp32 and rounded to bf16 for the matmuls. Against float64 they must be as
+    close as SDPA's own backward's (within 25%), also where large scores make attention sharp
+    (queries scaled 8x), where bf16 scores would not be (measured: 1.56x to 1.58x SDPA's error).
+    Measured, q/k/v: 0.50/0.54/0.40% vs 0.44/0.52/0.45% at 1x; 1.35/1.36/0.66% vs
+    1.39/1.40/0.68% at 8x."""
     torch.manual_seed(0)
     batch, heads, seq, head_dim = 2, 4, 150, 32
     q, k, v = (heads_view(batch, heads, seq, head_dim, torch.float32) for _ in range(3))
+    q = (q.detach() * sharpness).requires_grad_()
     grad = torch.randn(batch, heads, seq, head_dim)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = cpu_attention.attention_with_blocked_backward(q, k, v)
@@ -180,7 +178,7 @@ def test_in_bf16_the_blocked_backward_is_about_as_accurate_as_sdpas():
     exact_inputs = [t.detach().double().requires_grad_() for t in (q, k, v)]
     exact = torch.autograd.grad(plain_attention(*exact_inputs), exact_inputs, grad.double())
     for mine, theirs, truth in zip(blocked, fused, exact, strict=True):
-        assert relative_error(mine, truth) <= 1.3 * relative_error(theirs, truth)
+        assert relative_error(mine, truth) <= 1.25 * relative_error(theirs, truth)
 
 
 def test_training_attention_takes_the_measured_route(monkeypatch):
@@ -197,7 +195,9 @@ def test_training_attention_takes_the_measured_route(monkeypatch):
     cpu_attention.training_attention(q, k, v, 0.0)  # fp32: SDPA's backward is as fast
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cpu_attention.training_attention(q, k, v, 0.0)
-    assert routes == ["attention_with_dropout", "sdpa", "attention_with_blocked_backward", "sdpa"]
+    cpu_attention.training_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), 0.0)  # bf16 weights, no autocast
+    blocked = ["attention_with_blocked_backward", "sdpa"]  # its forward is SDPA's
+    assert routes == ["attention_with_dropout", "sdpa", *blocked, *blocked]
 
 
 def test_the_model_uses_the_cpu_attention_only_to_train_on_the_cpu(monkeypatch):

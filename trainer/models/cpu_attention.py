@@ -18,11 +18,12 @@ see (5/8 of the full square at 256 positions):
   scale to the (seq x head_dim) output, not the (seq x seq) weights. Masks come from
   ``cpu_dropout.keep_mask``, in a fixed order.
 - ``attention_with_blocked_backward`` (bf16, no dropout) keeps the fused kernel's forward,
-  so its output is SDPA's bit for bit, and recomputes each
-  block's probabilities in backward instead: 11.8 ms forward + backward against 19.0 at the
-  shape above (median, bench/attention.py, on an Intel Xeon with AMX), and 187 ms against
-  209 for a whole bf16 step of the default model. In fp32 the fused kernel is the faster
-  (18.6 ms against 24.1), so fp32 keeps it.
+  so its output is SDPA's bit for bit, and recomputes each block's probabilities in backward
+  (scores and softmax in fp32, as SDPA has them; its gradients are as accurate as SDPA's,
+  which a test holds it to): 12.8 ms forward + backward against 17.7 at the shape above
+  (median, bench/attention.py, on an Intel Xeon with AMX), and 177 ms against 197 for a
+  whole bf16 step of the default model. In fp32 the fused kernel is the faster (17.8 ms
+  against 23.6), so fp32 keeps it.
 
 ``training_attention`` picks between them and the fused kernel.
 """
@@ -48,7 +49,8 @@ def training_attention(
     """What ``F.scaled_dot_product_attention(q, k, v, attn_mask=attend, is_causal=attend is
     None, dropout_p=p)`` computes, by the fastest route measured on the CPU, for training.
     (batch, heads, seq, head_dim) inputs; ``attend`` (batch, 1, seq, seq), True where a
-    position may look, must be causal too."""
+    position may look, must be causal too, and let every position see at least itself (as
+    ``within_examples`` makes it): a row that sees nothing has no softmax."""
     if p > 0:
         return attention_with_dropout(q, k, v, p, attend)
     if _compute_dtype(q) == torch.bfloat16:
@@ -187,8 +189,14 @@ class _FusedForwardBlockedBackward(torch.autograd.Function):
         batch, heads, seq, head_dim = q.shape
         q, k, v, grad_out = (t.reshape(batch * heads, seq, head_dim) for t in (q, k, v, grad_out))
 
+        # Scores and softmax in fp32 (as SDPA's forward has them), rounded to bf16 only for the
+        # matmuls: bf16 scores would carry an error that grows with their size into the
+        # probabilities (measured with queries scaled 10x: gradients 1.7x SDPA's error, against 1.0x).
+        exact = torch.promote_types(q.dtype, torch.float32)
+        q_exact, k_exact = q.to(exact), k.to(exact)
+
         def recomputed(_, rows: slice, keys: slice):
-            probs = _block_probabilities(q, k, rows, keys, ctx.attend, heads)
+            probs = _block_probabilities(q_exact, k_exact, rows, keys, ctx.attend, heads).to(q.dtype)
             return probs, None, probs
 
         grads = _blocked_backward(q, k, v, grad_out, 1.0, recomputed)
