@@ -20,13 +20,14 @@ on_glibc = pytest.mark.skipif(
 
 @on_glibc
 def test_a_buffer_alive_inside_the_block_counts_in_use_and_held():
-    with heap.HeapSampler(interval_s=0.001) as before:
-        time.sleep(0.02)
+    now = heap._mallinfo2()()
+    in_use_before = now.uordblks + now.hblkhd
     with heap.HeapSampler(interval_s=0.001) as sampler:
         buffer = bytearray(300 * 2**20)  # zero-filled: its pages are touched
         time.sleep(0.05)
         del buffer
-    assert sampler.peak_in_use >= before.peak_in_use + 300 * 2**20
+    # Within 5%: what other threads of the test process free meanwhile counts too.
+    assert sampler.peak_in_use >= in_use_before + 0.95 * 300 * 2**20
     assert sampler.peak_held >= sampler.peak_in_use
     assert sampler.peaks_gb() == [sampler.peak_in_use / 1e9, sampler.peak_held / 1e9]
 
