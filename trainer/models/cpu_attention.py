@@ -175,7 +175,7 @@ class _BlockedAttentionWithDropout(torch.autograd.Function):
 class _FusedForwardBlockedBackward(torch.autograd.Function):
     """SDPA's forward on (batch, heads, seq, head_dim) tensors of one dtype; backward recomputes
     each block's probabilities from q and k (saving them would hold 2 bytes a score in bf16;
-    recomputing costs one block matmul and softmax)."""
+    recomputing costs one fp32 block matmul and softmax)."""
 
     @staticmethod
     def forward(ctx, q, k, v, attend: torch.Tensor | None):
