@@ -37,7 +37,7 @@ from trainer.models import cpu_attention  # noqa: E402
 from trainer.training.host_memory import reuse_freed_memory  # noqa: E402
 
 ROUTES = {
-    "SDPA, no dropout": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+    "SDPA, no dropout": cpu_attention.fused_attention,
     "fused forward, blocked backward": cpu_attention.attention_with_blocked_backward,
     "SDPA, dropout 0.1": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=0.1),
     "blocked, dropout 0.1": lambda q, k, v: cpu_attention.attention_with_dropout(q, k, v, 0.1),
@@ -63,10 +63,6 @@ def time_steps(rounds: int, steps: int) -> dict[str, list[float]]:
     """Seconds of the default model's bf16 training steps without dropout, with the blocked
     backward and with SDPA's own, ``steps`` of each a round."""
     blocked = cpu_attention.attention_with_blocked_backward
-
-    def fused(q, k, v, attend=None):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attend, is_causal=attend is None)
-
     times = {"SDPA's backward": [], "blocked backward": []}
     with tempfile.TemporaryDirectory() as tmp:
         trainer, next_batch, _ = custom_trainer("bf16", Path(tmp), dropout=0.0)
@@ -74,7 +70,7 @@ def time_steps(rounds: int, steps: int) -> dict[str, list[float]]:
             trainer.training_step(next_batch())
         try:
             for _ in range(rounds):
-                for name, route in (("SDPA's backward", fused), ("blocked backward", blocked)):
+                for name, route in (("SDPA's backward", cpu_attention.fused_attention), ("blocked backward", blocked)):
                     # The route training_attention takes for bf16 without dropout, swapped in.
                     cpu_attention.attention_with_blocked_backward = route
                     for _ in range(steps):

@@ -227,13 +227,7 @@ def test_a_bf16_run_without_dropout_computes_sdpas_losses(tmp_path, corpus_file,
     """The forward is SDPA's, so the first loss is equal to the bit; after it the weights have
     moved by gradients that differ from SDPA's by bf16 rounding."""
     blocked = step_losses(run(tiny_config(corpus_file, precision="bf16", dropout=0.0), tmp_path / "blocked").run_dir)
-    monkeypatch.setattr(
-        cpu_attention,
-        "attention_with_blocked_backward",
-        lambda q, k, v, attend=None: F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attend, is_causal=attend is None
-        ),
-    )
+    monkeypatch.setattr(cpu_attention, "attention_with_blocked_backward", cpu_attention.fused_attention)
     fused = step_losses(run(tiny_config(corpus_file, precision="bf16", dropout=0.0), tmp_path / "fused").run_dir)
     assert blocked[1] == fused[1]
     assert blocked != fused  # the route was taken: the backward is not SDPA's

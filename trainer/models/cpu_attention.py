@@ -55,6 +55,13 @@ def training_attention(
         return attention_with_dropout(q, k, v, p, attend)
     if _compute_dtype(q) == torch.bfloat16:
         return attention_with_blocked_backward(q, k, v, attend)
+    return fused_attention(q, k, v, attend)
+
+
+def fused_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attend: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Causal attention without dropout through torch's fused kernel (SDPA), forward and backward."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attend, is_causal=attend is None)
 
 
@@ -181,7 +188,7 @@ class _FusedForwardBlockedBackward(torch.autograd.Function):
     def forward(ctx, q, k, v, attend: torch.Tensor | None):
         ctx.save_for_backward(q, k, v)
         ctx.attend = attend
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attend, is_causal=attend is None)
+        return fused_attention(q, k, v, attend)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
